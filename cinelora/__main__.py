@@ -1,0 +1,3 @@
+from cinelora.cli import main
+
+main()

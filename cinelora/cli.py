@@ -1,0 +1,204 @@
+"""`python -m cinelora <command>`: the one entry point. Run scripts and the Makefile call it."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from cinelora.config import ConfigError, ExperimentConfig, config_hash, config_yaml, load_config
+
+RESULTS_ROOT = Path("results")
+RUNS_ROOT = Path("runs")
+
+EXAMPLES = {
+    "data": "examples:\n  python -m cinelora data world --config experiments/lora_r8/config.yaml --profile smoke\n"
+            "  python -m cinelora data check --config experiments/lora_r8/config.yaml --profile full",
+    "train": "example:\n  python -m cinelora train --config experiments/lora_r8/config.yaml --profile smoke\n"
+             "multi-GPU:\n  accelerate launch --config_file configs/accelerate/2gpu_ddp.yaml -m cinelora train "
+             "--config experiments/lora_r8/config.yaml --profile full",
+    "generate": "example:\n  python -m cinelora generate --config experiments/lora_r8/config.yaml --profile smoke",
+    "evaluate": "example:\n  python -m cinelora evaluate --config experiments/base/config.yaml --profile smoke",
+    "run": "example (world → train → evaluate → provenance):\n"
+           "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile smoke",
+    "report": "example:\n  python -m cinelora report table2",
+}
+
+
+def _paths(cfg: ExperimentConfig) -> tuple[Path, Path]:
+    """(results/<experiment>/<profile>, runs/<experiment>/<profile>): committed results vs heavy state."""
+    return RESULTS_ROOT / cfg.name / cfg.profile, RUNS_ROOT / cfg.name / cfg.profile
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.config, args.profile)
+    if args.dry_run:
+        print(config_yaml(cfg), end="")
+        print(f"# sha256: {config_hash(cfg)}")
+        sys.exit(0)
+    return cfg
+
+
+def _claim(cfg: ExperimentConfig, force: bool) -> Path:
+    from cinelora import results
+
+    out, runs = _paths(cfg)
+    if force:
+        shutil.rmtree(runs, ignore_errors=True)  # checkpoints and generated clips of the replaced run
+    out = results.claim_run_dir(out, force)
+    results.write_resolved_config(out, cfg)
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    if args.action == "world":
+        from cinelora.world import generate_world
+
+        generate_world(cfg.world, force=args.force)
+        print(f"procedural world ready under {cfg.world.root}")
+        return
+    from cinelora.data import VideoClipDataset
+
+    sources = {"train": cfg.data.train, "val": cfg.data.val, **{f"eval:{d}": s for d, s in cfg.eval.domains.items()}}
+    for name, source in sources.items():
+        if source:
+            ds = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
+                                  skip_bad=cfg.data.skip_bad_videos)
+            print(f"{name}: {len(ds)} clips from {source}" + (f", {len(ds.skipped)} skipped" if ds.skipped else ""))
+
+
+def _prepare_world(cfg: ExperimentConfig) -> None:
+    if cfg.world.enabled:
+        from cinelora.world import generate_world
+
+        generate_world(cfg.world)
+
+
+def _train(cfg: ExperimentConfig, out: Path) -> dict:
+    from cinelora import results
+    from cinelora.train import train
+
+    result = train(cfg, out, _paths(cfg)[1] / "checkpoints")
+    summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
+               "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3)}
+    results.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _lora_dir(cfg: ExperimentConfig, out: Path) -> Path | None:
+    if not cfg.train.enabled:
+        return None
+    if not (out / "lora").is_dir():
+        raise SystemExit(f"{out / 'lora'} is missing: train first (python -m cinelora train --config ... "
+                         f"--profile {cfg.profile})")
+    return out / "lora"
+
+
+def _evaluate(cfg: ExperimentConfig, out: Path, phases: dict[str, float], generate_only: bool = False) -> None:
+    from cinelora import provenance, results
+    from cinelora.evaluate import evaluate
+
+    t = time.perf_counter()
+    rows = evaluate(cfg, _lora_dir(cfg, out), _paths(cfg)[1] / "generated", out / "samples",
+                    generate_only=generate_only)
+    phases["evaluate"] = time.perf_counter() - t
+    if generate_only:
+        return
+    results.write_metrics(rows, out / "metrics.csv")
+    summary = out / "train_summary.json"
+    extra = {"train": json.loads(summary.read_text())} if summary.is_file() else {}
+    extra["lpips_backbone"] = cfg.eval.lpips_backbone
+    extra["clips_scored"] = len(rows)
+    prov = provenance.collect_provenance(cfg, phase_seconds=phases, extra=extra)
+    results.atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows) and provenance.json")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    if not cfg.train.enabled:
+        raise SystemExit(f"{args.config}: train.enabled is false (an evaluation-only experiment)")
+    out = _claim(cfg, args.force)
+    _prepare_world(cfg)
+    print(json.dumps(_train(cfg, out)))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    _prepare_world(cfg)
+    _evaluate(cfg, _paths(cfg)[0], {}, generate_only=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    out = _paths(cfg)[0]
+    if (out / "metrics.csv").is_file() and not args.force:
+        raise SystemExit(f"{out / 'metrics.csv'} exists; pass --force to recompute it")
+    from cinelora import results
+
+    results.write_resolved_config(out, cfg)
+    _prepare_world(cfg)
+    _evaluate(cfg, out, {})
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    out = _claim(cfg, args.force)
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
+    _prepare_world(cfg)
+    phases["world"] = time.perf_counter() - t
+    if cfg.train.enabled:
+        t = time.perf_counter()
+        _train(cfg, out)
+        phases["train"] = time.perf_counter() - t
+    _evaluate(cfg, out, phases)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from cinelora.report import table2
+
+    if args.what == "table2":
+        table2.main(RESULTS_ROOT, Path(args.out or "paper/tables/table2.tex"))
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiments/<name>/config.yaml")
+    p.add_argument("--profile", default="smoke", choices=("full", "proxy", "smoke"), help="scale profile")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and its sha256, then exit")
+    p.add_argument("--force", action="store_true", help="replace finished results instead of refusing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cinelora", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("data", "build the procedural world, or check every dataset a config names", cmd_data)
+    p.add_argument("action", choices=("world", "check"))
+    _experiment_args(p)
+    _experiment_args(add("train", "train (or resume) the experiment's LoRA", cmd_train))
+    _experiment_args(add("generate", "generate (and cache) clips for every evaluation domain", cmd_generate))
+    _experiment_args(add("evaluate", "score generated clips against ground truth → metrics.csv", cmd_evaluate))
+    _experiment_args(add("run", "the whole experiment: world → train → evaluate → provenance", cmd_run))
+    p = add("report", "turn results/ into paper tables", cmd_report)
+    p.add_argument("what", choices=("table2",))
+    p.add_argument("--out", help="output file (default paper/tables/<what>.tex)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as err:
+        raise SystemExit(f"config error: {err}") from None

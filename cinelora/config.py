@@ -1,0 +1,295 @@
+"""Typed experiment configuration: frozen YAML in, validated, resolved for one scale profile, hashed.
+
+An experiment's `config.yaml` holds every section below plus a `profiles:` mapping from profile name
+(`full`, `proxy`, `smoke`) to dotted-key overrides. A profile may only touch the keys in
+`PROFILE_KEYS` (sizes, steps and weight/data sources), never the algorithm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES = ("full", "proxy", "smoke")
+CROSS_ATTENTION_TARGETS = [
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, of the wrong type or out of range."""
+
+    def __init__(self, source: str, key: str, found: Any, expected: str):
+        super().__init__(f"{source}: key '{key}': found {found!r}, expected {expected}")
+        self.source, self.key, self.found, self.expected = source, key, found, expected
+
+
+@dataclass
+class ModelConfig:
+    source: str = "pretrained"  # "pretrained" (diffusers folder or hub id) | "random" (architecture preset)
+    path: str = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+    architecture: str = "wan2.1-i2v-14b"  # preset used when source == "random": wan2.1-i2v-14b | proxy | smoke
+    weight_dtype: str = "bf16"  # frozen base weights: bf16 | fp32
+    flow_shift: float = 5.0  # Wan's noise-schedule shift (original code: 5.0 at 720p)
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(CROSS_ATTENTION_TARGETS))
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # manifest (.jsonl/.csv) or folder of videos
+    val: str = ""
+    height: int = 720
+    width: int = 1280
+    num_frames: int = 81
+    frame_stride: int = 1
+    skip_bad_videos: bool = False  # True: skip and report corrupt/short videos instead of stopping
+
+
+@dataclass
+class WorldConfig:
+    enabled: bool = False  # build the procedural world before training/evaluation (proxy, smoke)
+    root: str = "runs/world"
+    seed: int = 0
+    domains: list[str] = field(default_factory=lambda: ["studio", "cinematic", "actors"])
+    splits: dict[str, int] = field(default_factory=lambda: {"train": 8, "val": 2, "test": 4})
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17
+    fps: int = 8
+
+
+@dataclass
+class TrainConfig:
+    enabled: bool = True
+    steps: int = 4000  # optimizer steps
+    batch_size: int = 1
+    grad_accum: int = 4
+    lr: float = 3e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    lr_schedule: str = "cosine"  # cosine | constant
+    mixed_precision: str = "bf16"  # bf16 | no (CPU runs always use fp32; provenance records it)
+    gradient_checkpointing: bool = True
+    max_grad_norm: float = 1.0
+    val_every: int = 100
+    val_batches: int = 4
+    checkpoint_every: int = 100
+    log_every: int = 10
+    early_stop_patience: int = 5  # validations without improvement before stopping; 0 disables
+    early_stop_min_delta: float = 1e-3
+    num_workers: int = 2
+
+
+@dataclass
+class EvalConfig:
+    domains: dict[str, str] = field(default_factory=dict)  # domain -> test manifest/folder
+    clips_per_domain: int = 8
+    num_inference_steps: int = 40
+    guidance_scale: float = 5.0
+    lpips_net: str = "alex"  # alex | vgg | squeeze
+    lpips_backbone: str = "torchvision"  # torchvision (hub cache files) | random (seeded; smoke only)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = ""
+    parent: str = ""  # the experiment this ablation derives from ("" for none)
+    seed: int = 0
+    profile: str = "full"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+PROFILE_KEYS = (
+    "model.source", "model.path", "model.architecture", "model.weight_dtype",
+    "data.train", "data.val", "data.height", "data.width", "data.num_frames",
+    "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
+    "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
+    "train.mixed_precision", "train.num_workers",
+    "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
+)
+
+_CHOICES = {
+    "model.source": ("pretrained", "random"),
+    "model.architecture": ("wan2.1-i2v-14b", "proxy", "smoke"),
+    "model.weight_dtype": ("bf16", "fp32"),
+    "train.lr_schedule": ("cosine", "constant"),
+    "train.mixed_precision": ("bf16", "no"),
+    "eval.lpips_net": ("alex", "vgg", "squeeze"),
+    "eval.lpips_backbone": ("torchvision", "random"),
+}
+_POSITIVE = (
+    "lora.rank", "lora.alpha", "data.height", "data.width", "data.num_frames", "data.frame_stride",
+    "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
+    "train.grad_accum", "train.lr", "train.val_every", "train.val_batches", "train.checkpoint_every",
+    "train.log_every", "eval.clips_per_domain", "eval.num_inference_steps", "model.flow_shift",
+)
+_FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, value, f"a mapping of {tp.__name__} fields")
+        return _build(tp, value, key, source)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(source, key, value, f"a list of {_type_name(item)}")
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        ktp, vtp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, value, f"a mapping of {_type_name(ktp)} to {_type_name(vtp)}")
+        return {_coerce(k, ktp, key, source): _coerce(v, vtp, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(source, key, value, _type_name(tp))
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            dotted = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(source, dotted, raw[key], f"one of the known keys {sorted(known)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in raw:
+            raise ConfigError(source, dotted, None, f"a value ({_type_name(hints[f.name])}); configs are complete")
+        values[f.name] = _coerce(raw[f.name], hints[f.name], dotted, source)
+    return cls(**values)
+
+
+def _get(cfg: ExperimentConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
+    for key, choices in _CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise ConfigError(source, key, _get(cfg, key), f"one of {list(choices)}")
+    for key in _POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(source, key, _get(cfg, key), "a value > 0")
+    for key in _FRACTIONS:
+        if not 0 <= _get(cfg, key) < 1:
+            raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")
+    for section in ("data", "world"):
+        h, w, t = (_get(cfg, f"{section}.{k}") for k in ("height", "width", "num_frames"))
+        if h % 16 or w % 16:
+            raise ConfigError(source, f"{section}.height/width", (h, w), "multiples of 16 (VAE 8x, patch 2x)")
+        if (t - 1) % 4:
+            raise ConfigError(source, f"{section}.num_frames", t, "4k+1 frames (the VAE compresses time 4x)")
+    if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
+        raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
+    if not cfg.lora.targets:
+        raise ConfigError(source, "lora.targets", cfg.lora.targets, "at least one module name")
+    if cfg.train.enabled and not (cfg.data.train and cfg.data.val):
+        raise ConfigError(source, "data.train/data.val", (cfg.data.train, cfg.data.val), "paths when training")
+
+
+def _apply_profile(raw: dict, profile: str, source: str) -> dict:
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict) or set(profiles) - set(PROFILES):
+        raise ConfigError(source, "profiles", list(profiles), f"a mapping with keys among {list(PROFILES)}")
+    overrides = profiles.get(profile) or {}
+    for dotted, value in overrides.items():
+        if dotted not in PROFILE_KEYS:
+            raise ConfigError(source, f"profiles.{profile}.{dotted}", value,
+                              f"a size/steps/source key a profile may change: {list(PROFILE_KEYS)}")
+        section, key = dotted.split(".")
+        raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig:
+    """Read `path` (YAML, safe_load), apply `profile`, validate every key; raises ConfigError."""
+    source = str(path)
+    if profile not in PROFILES:
+        raise ConfigError(source, "profile", profile, f"one of {list(PROFILES)}")
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", None, "an existing YAML file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(source, "(file)", str(err).splitlines()[0], "valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "(top level)", raw, "a mapping")
+    raw = _apply_profile(raw, profile, source)
+    if "profile" in raw:
+        raise ConfigError(source, "profile", raw["profile"], "no 'profile' key: it comes from --profile")
+    raw["profile"] = profile
+    cfg = _build(ExperimentConfig, raw, "", source)
+    _check_ranges(cfg, source)
+    return cfg
+
+
+def config_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, keys in schema order (the text that is hashed and written)."""
+    return yaml.safe_dump(config_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """sha256 of the canonical JSON of the resolved config; 12 hex digits name it in results."""
+    canonical = json.dumps(config_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (used to check ablations)."""
+    flat_a, flat_b = _flatten(config_dict(a)), _flatten(config_dict(b))
+    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and not key.startswith(("eval.domains", "world.splits")):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+__all__ = [
+    "ConfigError", "ExperimentConfig", "ModelConfig", "LoraConfig", "DataConfig", "WorldConfig", "TrainConfig",
+    "EvalConfig", "PROFILES", "PROFILE_KEYS", "CROSS_ATTENTION_TARGETS", "load_config", "config_yaml",
+    "config_hash", "config_dict", "config_diff",
+]

@@ -1,0 +1,259 @@
+"""Video clips with captions: manifests and folders, decord decoding, resize/crop, first frame as condition.
+
+This is the loader users point at their own footage; the procedural world (`cinelora.world`) writes the
+same format (mp4 files plus `manifest.jsonl`), so proxy and smoke runs go through the same code.
+
+A source is one of
+- a `.jsonl` manifest (one object a line) or a `.csv` manifest, each row with at least `path` and
+  `caption`; relative paths resolve against the manifest's folder; every other key/column is kept in
+  `ClipRecord.attributes`;
+- a folder: its `manifest.jsonl` or `manifest.csv` if present, else every video file in it
+  (`VIDEO_SUFFIXES`, not recursive) with its caption in a sidecar `<stem>.txt`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import decord
+import imageio.v2 as imageio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+REQUIRED_KEYS = ("path", "caption")
+# CRF 10 is visually lossless for x264; one encoder thread makes the bytes independent of the machine's
+# core count, and the bitexact flags keep library version strings out of the container.
+H264_PARAMS = ["-crf", "10", "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+
+logger = logging.getLogger(__name__)
+
+
+class VideoDataError(ValueError):
+    """A video or manifest entry cannot be used; the message names the file (and line) and what was expected."""
+
+    def __init__(self, path: str | Path, problem: str, expected: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else str(path)
+        self.path, self.line, self.problem, self.expected = Path(path), line, problem, expected
+        self.reason = f"{problem}; expected {expected}"
+        super().__init__(f"{where}: {self.reason}")
+
+
+@dataclass
+class ClipRecord:
+    path: Path
+    caption: str
+    attributes: dict = field(default_factory=dict)
+
+
+def read_clip_records(source: str | Path) -> list[ClipRecord]:
+    """Every (video, caption) pair of a manifest or folder, sorted by path; raises VideoDataError."""
+    source = Path(source)
+    if source.is_dir():
+        for name in MANIFEST_NAMES:
+            if (source / name).is_file():
+                return read_clip_records(source / name)
+        records = _read_caption_sidecars(source)
+    elif not source.exists():
+        raise VideoDataError(source, "does not exist", "a .jsonl or .csv manifest or a folder of videos")
+    elif source.suffix == ".jsonl":
+        records = _read_jsonl_manifest(source)
+    elif source.suffix == ".csv":
+        records = _read_csv_manifest(source)
+    else:
+        raise VideoDataError(source, f"is a '{source.suffix}' file", "a .jsonl or .csv manifest or a folder")
+    return sorted(records, key=lambda r: str(r.path))
+
+
+def _manifest_record(manifest: Path, line: int, row: dict) -> ClipRecord:
+    for key in REQUIRED_KEYS:
+        if key not in row:
+            raise VideoDataError(manifest, f"no '{key}' field", f"fields {list(REQUIRED_KEYS)}", line)
+    caption = row["caption"]
+    if not isinstance(caption, str) or not caption.strip():
+        raise VideoDataError(manifest, f"caption {caption!r}", "a non-empty caption", line)
+    path = Path(os.path.normpath(manifest.parent / str(row["path"])))
+    if not path.is_file():
+        raise VideoDataError(manifest, f"video '{path}' does not exist", "an existing video file", line)
+    attributes = {k: v for k, v in row.items() if k not in REQUIRED_KEYS}
+    return ClipRecord(path, caption.strip(), attributes)
+
+
+def _read_jsonl_manifest(manifest: Path) -> list[ClipRecord]:
+    records = []
+    for line, text in enumerate(manifest.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise VideoDataError(manifest, f"invalid JSON ({err.msg})", "one JSON object a line", line) from None
+        if not isinstance(row, dict):
+            raise VideoDataError(manifest, f"a {type(row).__name__}", "one JSON object a line", line)
+        records.append(_manifest_record(manifest, line, row))
+    return records
+
+
+def _read_csv_manifest(manifest: Path) -> list[ClipRecord]:
+    with manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [key for key in REQUIRED_KEYS if key not in columns]
+        if missing:
+            raise VideoDataError(manifest, f"columns {columns} lack {missing}",
+                                 f"a header with columns {list(REQUIRED_KEYS)}", 1)
+        return [_manifest_record(manifest, reader.line_num, row) for row in reader]
+
+
+def _read_caption_sidecars(folder: Path) -> list[ClipRecord]:
+    # Hidden files are half-written temporaries or macOS resource forks ("._clip.mp4"), never clips.
+    videos = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    if not videos:
+        raise VideoDataError(folder, "holds no manifest and no videos",
+                             f"{' or '.join(MANIFEST_NAMES)}, or video files {list(VIDEO_SUFFIXES)}")
+    records = []
+    for video in videos:
+        sidecar = video.with_suffix(".txt")
+        if not sidecar.is_file():
+            raise VideoDataError(video, "has no caption file", f"its caption in '{sidecar.name}'")
+        caption = sidecar.read_text().strip()
+        if not caption:
+            raise VideoDataError(sidecar, "is empty", f"the caption of '{video.name}'")
+        records.append(ClipRecord(video, caption, {}))
+    return records
+
+
+def frames_needed(num_frames: int, frame_stride: int) -> int:
+    """Length a video must have to give `num_frames` frames `frame_stride` apart."""
+    return (num_frames - 1) * frame_stride + 1
+
+
+def probe_video(path: Path, num_frames: int, frame_stride: int) -> VideoDataError | None:
+    """None if the clip's frames can be decoded, else the error that says why not.
+
+    Decoding the last needed frame (not only reading the header) catches truncated files whose
+    container still reports the full length.
+    """
+    needed = frames_needed(num_frames, frame_stride)
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        length = len(reader)
+        if length >= needed:
+            reader[needed - 1]
+    except (RuntimeError, decord.DECORDError) as err:
+        return VideoDataError(path, f"cannot be decoded ({_first_line(err)})", "a readable video file")
+    if length < needed:
+        return VideoDataError(path, f"has {length} frames",
+                              f"at least {needed} (num_frames={num_frames}, frame_stride={frame_stride})")
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def decode_frames(path: Path, num_frames: int, frame_stride: int = 1) -> torch.Tensor:
+    """The first `num_frames` frames `frame_stride` apart: uint8 [T, H, W, 3]; raises VideoDataError."""
+    indices = list(range(0, frames_needed(num_frames, frame_stride), frame_stride))
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        frames = reader.get_batch(indices).asnumpy()
+    except (RuntimeError, decord.DECORDError) as err:
+        raise VideoDataError(path, f"cannot be decoded ({_first_line(err)})", "a readable video file") from None
+    return torch.from_numpy(frames)
+
+
+def resize_and_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Float [T, C, H, W] → [T, C, height, width]: bilinear (antialiased) resize so both sides cover the
+    target, then centre crop; the aspect ratio is kept."""
+    h, w = frames.shape[-2:]
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    if size != (h, w):
+        frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return frames[..., top:top + height, left:left + width]
+
+
+class VideoClipDataset(Dataset):
+    """Captioned clips for I2V training and evaluation.
+
+    Item: `video` float32 [3, T, H, W] in [-1, 1] (the first `num_frames` frames, `frame_stride` apart);
+    `condition` float32 [3, H, W] in [-1, 1], the first frame (the I2V conditioning image); `caption`;
+    `path` (str); `index`. Every video is probed on construction: a corrupt, unreadable or too-short one
+    raises VideoDataError, or with `skip_bad` is left out and listed in `self.skipped` as (path, reason).
+    """
+
+    def __init__(self, source: str | Path, height: int, width: int, num_frames: int, frame_stride: int = 1,
+                 skip_bad: bool = False):
+        for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
+                            ("frame_stride", frame_stride)):
+            if value < 1:
+                raise ValueError(f"VideoClipDataset: {name}={value}, expected a value >= 1")
+        self.source = Path(source)
+        self.height, self.width, self.num_frames, self.frame_stride = height, width, num_frames, frame_stride
+        self.records: list[ClipRecord] = []
+        self.skipped: list[tuple[Path, str]] = []
+        for record in read_clip_records(source):
+            error = probe_video(record.path, num_frames, frame_stride)
+            if error is None:
+                self.records.append(record)
+            elif skip_bad:
+                self.skipped.append((record.path, error.reason))
+            else:
+                raise VideoDataError(error.path, error.problem,
+                                     f"{error.expected} (or skip_bad_videos: true to skip such files)")
+        if self.skipped:
+            listing = "; ".join(f"{path.name}: {reason}" for path, reason in self.skipped)
+            logger.warning("%s: skipped %d of %d videos: %s", self.source, len(self.skipped),
+                           len(self.skipped) + len(self.records), listing)
+        if not self.records:
+            raise VideoDataError(self.source, f"no usable videos ({len(self.skipped)} skipped)",
+                                 f"at least one readable video of >= {frames_needed(num_frames, frame_stride)} "
+                                 "frames")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        frames = decode_frames(record.path, self.num_frames, self.frame_stride)
+        frames = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W] in [0, 255]
+        frames = resize_and_crop(frames, self.height, self.width)
+        video = (frames / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3).contiguous()
+        return {"video": video, "condition": video[:, 0].clone(), "caption": record.caption,
+                "path": str(record.path), "index": index}
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
+    """Write uint8 frames [T, H, W, 3] (even H and W) as an H.264 mp4, atomically (temp name, rename).
+
+    The same frames and fps give the same bytes on any machine with the same ffmpeg build.
+    """
+    path = Path(path)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VideoDataError(path, f"frames of {frames.dtype} {tuple(frames.shape)}", "uint8 [T, H, W, 3]")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise VideoDataError(path, f"frames of {frames.shape[1]}x{frames.shape[2]}",
+                             "even height and width (H.264 stores colour at half resolution)")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    # macro_block_size=1: imageio would otherwise silently resize sizes that are not multiples of 16.
+    with imageio.get_writer(partial, format="FFMPEG", fps=fps, codec="libx264", quality=None,
+                            macro_block_size=1, ffmpeg_log_level="error", ffmpeg_params=H264_PARAMS) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    os.replace(partial, path)
+
+
+__all__ = [
+    "VIDEO_SUFFIXES", "MANIFEST_NAMES", "VideoDataError", "ClipRecord", "read_clip_records", "frames_needed",
+    "probe_video", "decode_frames", "resize_and_crop", "VideoClipDataset", "write_video",
+]

@@ -1,0 +1,1 @@
+"""Evaluation metrics (LPIPS so far; R-LPIPS, FVD and CLIP-SIM join in later issues)."""

@@ -1,0 +1,219 @@
+"""The run-directory contract: where a run writes, how files are written, and the tidy metrics format.
+
+A run of experiment `name` at profile `p` owns `results/<name>/<p>/` (layout and columns in
+`results/SCHEMA.md`). Files are written to a temporary name and renamed, so a killed run never leaves a
+half-written file; a finished run (its `provenance.json` exists) is never overwritten without `force`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import numbers
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cinelora.config import PROFILES, ExperimentConfig, config_hash, config_yaml
+
+METRIC_COLUMNS = ("experiment", "profile", "seed", "domain", "clip", "condition", "metric", "value")
+KEY_COLUMNS = METRIC_COLUMNS[:-1]
+CONDITIONS = ("clean", "attacked")
+FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How to read one metric name: `direction` is "lower" or "higher" (which is better)."""
+
+    label: str  # LaTeX column label
+    direction: str
+    decimals: int  # digits shown in tables (the CSV always keeps 6)
+    unit: str
+
+
+# Every metric name a metrics.csv may hold; results/SCHEMA.md defines each (a test keeps them in step).
+METRICS: dict[str, Metric] = {
+    "lpips": Metric(label="LPIPS", direction="lower", decimals=3, unit="unitless"),
+}
+
+
+class ResultsExistError(FileExistsError):
+    """The run directory holds a finished run and `force` was not given."""
+
+
+def run_dir(results_root: Path, cfg: ExperimentConfig) -> Path:
+    """`results_root/<experiment>/<profile>`; the experiment name must be one plain folder name."""
+    if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
+        raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
+    return Path(results_root) / cfg.name / cfg.profile
+
+
+def claim_run_dir(path: Path, force: bool) -> Path:
+    """Make `path` ready for a run: refuse a finished run unless `force`; `force` starts from empty.
+
+    An unfinished directory (no `provenance.json`) is kept as it is so the run can resume.
+    """
+    path = Path(path)
+    if (path / FINISHED_MARKER).exists() and not force:
+        raise ResultsExistError(f"{path} holds a finished run ({FINISHED_MARKER} exists); "
+                                "pass --force to delete it and run again")
+    if force and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file next to `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 keeps the usual umask-derived mode (mkstemp would leave results at 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text, newlines kept as given."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_resolved_config(directory: Path, cfg: ExperimentConfig) -> None:
+    """Write `config.resolved.yaml` and `config.sha256` (config_hash: sha256 of its canonical JSON)."""
+    atomic_write_text(Path(directory) / "config.resolved.yaml", config_yaml(cfg))
+    atomic_write_text(Path(directory) / "config.sha256", config_hash(cfg) + "\n")
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append `record` as one JSON line (training logs); one write call, so lines never interleave."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        f.flush()
+
+
+def _check_text(row: dict, column: str, where: str) -> None:
+    value = row[column]
+    if not isinstance(value, str) or not value or value != value.strip() or "\n" in value:
+        raise ValueError(f"{where}: column '{column}': found {value!r}, expected a non-empty one-line string")
+
+
+def _check_row(row: dict, where: str) -> None:
+    if not isinstance(row, dict) or set(row) != set(METRIC_COLUMNS):
+        keys = set(row) if isinstance(row, dict) else set()
+        raise ValueError(f"{where}: columns must be exactly {list(METRIC_COLUMNS)}; "
+                         f"missing {sorted(set(METRIC_COLUMNS) - keys)}, unexpected {sorted(keys - set(METRIC_COLUMNS))}")
+    for column in ("experiment", "domain", "clip", "metric"):
+        _check_text(row, column, where)
+    if row["profile"] not in PROFILES:
+        raise ValueError(f"{where}: column 'profile': found {row['profile']!r}, expected one of {list(PROFILES)}")
+    if row["condition"] not in CONDITIONS:
+        raise ValueError(f"{where}: column 'condition': found {row['condition']!r}, expected one of {list(CONDITIONS)}")
+    if row["metric"] not in METRICS:
+        raise ValueError(f"{where}: column 'metric': found {row['metric']!r}, expected one of {sorted(METRICS)} "
+                         "(a new metric goes into METRICS in cinelora/results.py and results/SCHEMA.md)")
+    seed = row["seed"]
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"{where}: column 'seed': found {seed!r}, expected an integer >= 0")
+    value = row["value"]
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{where}: column 'value': found {value!r}, expected a finite number")
+
+
+def _row_key(row: dict) -> tuple:
+    return tuple(int(row[c]) if c == "seed" else row[c] for c in KEY_COLUMNS)
+
+
+def write_metrics(rows: list[dict], path: Path) -> None:
+    """Validate tidy metric rows, sort them by every key column and write a plain CSV atomically.
+
+    Values are written with `%.6f` so the same numbers always give the same bytes.
+    """
+    for index, row in enumerate(rows):
+        _check_row(row, f"metrics row {index}")
+    ordered = sorted(rows, key=_row_key)
+    for previous, row in zip(ordered, ordered[1:]):
+        if _row_key(previous) == _row_key(row):
+            raise ValueError(f"metrics rows: duplicate key {dict(zip(KEY_COLUMNS, _row_key(row)))}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    for row in ordered:
+        writer.writerow([*(int(row[c]) if c == "seed" else row[c] for c in KEY_COLUMNS), "%.6f" % float(row["value"])])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    # csv, not pandas.read_csv: pandas silently pads short rows and turns extra fields into an index.
+    records = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if tuple(header) != METRIC_COLUMNS:
+            raise ValueError(f"{path}: header {header} does not match the metrics schema {list(METRIC_COLUMNS)}")
+        for line, fields in enumerate(reader, start=2):
+            where = f"{path}: line {line}"
+            if len(fields) != len(METRIC_COLUMNS):
+                raise ValueError(f"{where}: {len(fields)} fields, expected {len(METRIC_COLUMNS)}")
+            row = dict(zip(METRIC_COLUMNS, fields))
+            try:
+                row["seed"], row["value"] = int(row["seed"]), float(row["value"])
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+            _check_row(row, where)
+            records.append(row)
+    return pd.DataFrame(records, columns=list(METRIC_COLUMNS)).astype({"seed": "int64", "value": "float64"})
+
+
+def _combine(frames: list[pd.DataFrame], paths: list[Path]) -> pd.DataFrame:
+    metrics = pd.concat(frames, ignore_index=True)
+    duplicated = metrics.duplicated(list(KEY_COLUMNS))
+    if duplicated.any():
+        raise ValueError(f"metrics files {[str(p) for p in paths]}: duplicate key "
+                         f"{metrics.loc[duplicated, list(KEY_COLUMNS)].iloc[0].to_dict()}")
+    return metrics.sort_values(list(KEY_COLUMNS), kind="stable", ignore_index=True)
+
+
+def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
+    """Read metrics.csv files into one frame sorted by the key columns; a wrong header names its file."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("read_metrics: no metrics.csv files given")
+    return _combine([_read_one(p) for p in paths], paths)
+
+
+def read_results(results_root: Path) -> pd.DataFrame:
+    """Every `results_root/<experiment>/<profile>/metrics.csv`, checked to hold only its own run's rows."""
+    paths = sorted(Path(results_root).glob("*/*/metrics.csv"))
+    if not paths:
+        raise FileNotFoundError(f"no {results_root}/<experiment>/<profile>/metrics.csv found")
+    frames = []
+    for path in paths:
+        frame = _read_one(path)
+        expected = (path.parent.parent.name, path.parent.name)
+        found = set(zip(frame["experiment"], frame["profile"]))
+        if found - {expected}:
+            raise ValueError(f"{path}: rows name (experiment, profile) {sorted(found - {expected})}, "
+                             f"but the folder says {expected}")
+        frames.append(frame)
+    return _combine(frames, paths)
+
+
+__all__ = [
+    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "METRICS", "Metric", "ResultsExistError", "run_dir",
+    "claim_run_dir", "atomic_write_bytes", "atomic_write_text", "write_resolved_config", "append_jsonl",
+    "write_metrics", "read_metrics", "read_results",
+]

@@ -1,0 +1,69 @@
+"""The CLI, the experiment folders and the committed results that `make table2` reads."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cinelora.cli import build_parser, main
+from cinelora.config import config_hash, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = ("data", "train", "generate", "evaluate", "run", "report")
+EXPERIMENTS = ("base", "lora_r8")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0
+    assert "python -m cinelora " + command in capsys.readouterr().out
+
+
+def test_dry_run_prints_resolved_config_and_hash(capsys):
+    path = ROOT / "experiments" / "lora_r8" / "config.yaml"
+    with pytest.raises(SystemExit):
+        main(["run", "--config", str(path), "--profile", "smoke", "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"# sha256: {config_hash(load_config(path, 'smoke'))}" in out and "profile: smoke" in out
+
+
+def test_bad_config_stops_before_work_with_the_key(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text((ROOT / "experiments" / "lora_r8" / "config.yaml").read_text().replace("rank: 8", "rnak: 8"))
+    with pytest.raises(SystemExit, match=r"lora\.rnak"):
+        main(["train", "--config", str(bad), "--profile", "smoke"])
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_run_script_is_thin_and_uses_its_folder_and_profile(name):
+    script = ROOT / "experiments" / name / "run.sh"
+    text = script.read_text()
+    assert os.access(script, os.X_OK)
+    assert f"--config experiments/{name}/config.yaml" in text and '"${PROFILE:-smoke}"' in text
+    assert "/raid" not in text and "CUDA_VISIBLE_DEVICES" not in text
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_committed_smoke_results_match_the_frozen_config(name):
+    out = ROOT / "results" / name / "smoke"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config_sha256"] == config_hash(load_config(ROOT / "experiments" / name / "config.yaml", "smoke"))
+    assert (out / "config.sha256").read_text().strip() == prov["config_sha256"]
+    assert (out / "metrics.csv").read_text().startswith("experiment,profile,seed,domain,clip,condition,metric,value")
+
+
+def test_table2_rebuilds_byte_for_byte(tmp_path):
+    out = tmp_path / "table2.tex"
+    subprocess.run([sys.executable, "-m", "cinelora", "report", "table2", "--out", str(out)], cwd=ROOT, check=True)
+    assert out.read_bytes() == (ROOT / "paper" / "tables" / "table2.tex").read_bytes()
+    assert "\\input{tables/table2}" in (ROOT / "paper" / "main.tex").read_text()
+
+
+def test_make_rebuilds_table2_when_a_results_file_changes():
+    dry = subprocess.run(["make", "-n", "-W", "results/lora_r8/smoke/metrics.csv", "paper/tables/table2.tex"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "cinelora report table2" in dry

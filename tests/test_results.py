@@ -1,0 +1,231 @@
+"""The run-directory contract: metrics format, run-dir claiming, atomic writes, provenance."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cinelora import results
+from cinelora.config import ExperimentConfig, config_hash
+from cinelora.provenance import collect_provenance, git_sha
+from cinelora.results import (
+    METRIC_COLUMNS, METRICS, Metric, ResultsExistError, append_jsonl, atomic_write_text, claim_run_dir, read_metrics,
+    read_results, run_dir, write_metrics, write_resolved_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = ",".join(METRIC_COLUMNS) + "\n"
+
+
+def metric_row(**changes) -> dict:
+    row = dict(experiment="lora_r8", profile="smoke", seed=0, domain="actors", clip="0000", condition="clean",
+               metric="lpips", value=0.25)
+    return row | changes
+
+
+def test_write_metrics_rejects_a_missing_or_unexpected_column(tmp_path):
+    row = metric_row()
+    row["clip_id"] = row.pop("clip")
+    with pytest.raises(ValueError, match=r"metrics row 0: .*missing \['clip'\], unexpected \['clip_id'\]"):
+        write_metrics([row], tmp_path / "metrics.csv")
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(("column", "bad"), [
+    ("value", float("nan")), ("value", float("inf")), ("value", "0.3"), ("value", True),
+    ("seed", -1), ("seed", 1.0), ("profile", "tiny"), ("condition", "noisy"), ("metric", "fid"), ("clip", ""),
+])
+def test_write_metrics_rejects_a_bad_value_naming_row_and_column(tmp_path, column, bad):
+    rows = [metric_row(), metric_row(clip="0001") | {column: bad}]
+    with pytest.raises(ValueError, match=rf"metrics row 1: column '{column}': found"):
+        write_metrics(rows, tmp_path / "metrics.csv")
+
+
+def test_write_metrics_rejects_a_duplicate_key(tmp_path):
+    with pytest.raises(ValueError, match="duplicate key"):
+        write_metrics([metric_row(value=0.1), metric_row(value=0.2)], tmp_path / "metrics.csv")
+
+
+def test_write_metrics_sorts_by_every_key_and_fixes_the_float_format(tmp_path, monkeypatch):
+    monkeypatch.setitem(METRICS, "clip_sim", Metric(label="CLIP-SIM", direction="higher", decimals=3, unit="cosine"))
+    rows = [
+        metric_row(seed=10, value=0.5),
+        metric_row(domain="cinematic", value=1 / 3),
+        metric_row(seed=2, clip="0010", value=2),
+        metric_row(seed=2, clip="0002", metric="clip_sim", value=0.125),
+        metric_row(seed=2, clip="0002", value=1e-9),
+    ]
+    path = tmp_path / "metrics.csv"
+    write_metrics(rows, path)
+    # seed sorts as a number (2 < 10), the rest as text; every value has exactly six decimals.
+    assert path.read_text() == HEADER + (
+        "lora_r8,smoke,0,cinematic,0000,clean,lpips,0.333333\n"
+        "lora_r8,smoke,2,actors,0002,clean,clip_sim,0.125000\n"
+        "lora_r8,smoke,2,actors,0002,clean,lpips,0.000000\n"
+        "lora_r8,smoke,2,actors,0010,clean,lpips,2.000000\n"
+        "lora_r8,smoke,10,actors,0000,clean,lpips,0.500000\n"
+    )
+    write_metrics(list(reversed(rows)), tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_bytes() == path.read_bytes()
+
+
+def test_read_metrics_round_trips_types(tmp_path):
+    path = tmp_path / "metrics.csv"
+    write_metrics([metric_row(clip="0007", value=0.125), metric_row(clip="nan", seed=3)], path)
+    frame = read_metrics([path])
+    assert list(frame.columns) == list(METRIC_COLUMNS)
+    assert frame["clip"].tolist() == ["0007", "nan"]  # ids stay text, never numbers or NaN
+    assert frame["seed"].tolist() == [0, 3] and frame["value"].tolist() == [0.125, 0.25]
+
+
+def test_read_metrics_names_the_file_with_a_wrong_header(tmp_path):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    write_metrics([metric_row()], good)
+    bad.write_text(HEADER.replace("clip", "clip_id") + "lora_r8,smoke,0,actors,0000,clean,lpips,0.1\n")
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*header"):
+        read_metrics([good, bad])
+
+
+def test_read_metrics_names_the_file_with_a_non_finite_value(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(HEADER + "lora_r8,smoke,0,actors,0000,clean,lpips,nan\n")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": line 2: column 'value': found nan"):
+        read_metrics([path])
+
+
+@pytest.mark.parametrize("line", ["lora_r8,smoke,0,actors,0000,clean,lpips,0.1,9",
+                                  "lora_r8,smoke,0,actors,0000,clean,lpips"])
+def test_read_metrics_names_the_line_with_a_wrong_field_count(tmp_path, line):
+    path = tmp_path / "metrics.csv"
+    path.write_text(HEADER + "lora_r8,smoke,0,actors,0001,clean,lpips,0.1\n" + line + "\n")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": line 3: [79] fields, expected 8"):
+        read_metrics([path])
+
+
+def test_read_results_rejects_rows_filed_under_another_run(tmp_path):
+    path = tmp_path / "lpips_r8" / "smoke" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    write_metrics([metric_row(experiment="lora_r8")], path)
+    with pytest.raises(ValueError, match="folder says \\('lpips_r8', 'smoke'\\)"):
+        read_results(tmp_path)
+
+
+def test_run_dir_is_experiment_then_profile_and_refuses_a_path_as_name(tmp_path):
+    assert run_dir(tmp_path, ExperimentConfig(name="lora_r8", profile="proxy")) == tmp_path / "lora_r8" / "proxy"
+    for name in ("", "a/b", ".."):
+        with pytest.raises(ValueError, match="cannot name a results folder"):
+            run_dir(tmp_path, ExperimentConfig(name=name))
+
+
+def test_claim_run_dir_refuses_a_finished_run_without_force(tmp_path):
+    run = claim_run_dir(tmp_path / "lora_r8" / "smoke", force=False)
+    (run / "metrics.csv").write_text("kept")
+    (run / "provenance.json").write_text("{}")
+    with pytest.raises(ResultsExistError, match="--force"):
+        claim_run_dir(run, force=False)
+    assert (run / "metrics.csv").read_text() == "kept"
+
+
+def test_claim_run_dir_with_force_clears_a_finished_run(tmp_path):
+    run = claim_run_dir(tmp_path / "run", force=False)
+    (run / "provenance.json").write_text("{}")
+    (run / "lora").mkdir()
+    assert claim_run_dir(run, force=True) == run
+    assert run.is_dir() and list(run.iterdir()) == []
+
+
+def test_claim_run_dir_reuses_an_unfinished_run(tmp_path):
+    run = claim_run_dir(tmp_path / "run", force=False)
+    (run / "train_log.jsonl").write_text('{"step":1}\n')
+    claim_run_dir(run, force=False)
+    assert (run / "train_log.jsonl").read_text() == '{"step":1}\n'
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "metrics.csv"
+    atomic_write_text(target, "first\n")
+    atomic_write_text(target, "second\n")
+    assert target.read_text() == "second\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_atomic_write_that_fails_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "provenance.json"
+    atomic_write_text(target, "old")
+
+    def killed_rename(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_rename)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["provenance.json"]
+
+
+def test_write_resolved_config_hash_matches_the_written_yaml(tmp_path):
+    cfg = ExperimentConfig(name="lora_r8", profile="smoke", seed=3)
+    write_resolved_config(tmp_path, cfg)
+    resolved = yaml.safe_load((tmp_path / "config.resolved.yaml").read_text())
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()
+    assert (tmp_path / "config.sha256").read_text() == hashlib.sha256(canonical).hexdigest() + "\n"
+    assert resolved["seed"] == 3 and config_hash(cfg) == hashlib.sha256(canonical).hexdigest()
+
+
+def test_append_jsonl_adds_one_parsable_line_per_record(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    append_jsonl(log, {"step": 1, "loss": 0.5})
+    append_jsonl(log, {"step": 2, "loss": 0.25})
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_provenance_has_the_required_facts_and_nothing_identifying():
+    cfg = ExperimentConfig(name="lora_r8", profile="smoke", seed=7)
+    record = collect_provenance(cfg, phase_seconds={"train": 1.5, "eval": 0.25}, extra={"trainable_params": 12})
+    assert {"experiment", "profile", "seed", "config_sha256", "git", "versions", "device", "determinism",
+            "wall_seconds", "peak_memory", "extra"} <= set(record)
+    assert (record["experiment"], record["profile"], record["seed"]) == ("lora_r8", "smoke", 7)
+    assert record["config_sha256"] == config_hash(cfg)
+    assert record["git"]["sha"] == git_sha() and re.fullmatch(r"[0-9a-f]{40}|unknown", record["git"]["sha"])
+    assert record["versions"]["torch"] and record["versions"]["numpy"] and record["versions"]["python"]
+    assert record["device"]["cpu"]
+    assert isinstance(record["determinism"]["deterministic_algorithms"], bool)
+    assert record["wall_seconds"] == {"phases": {"train": 1.5, "eval": 0.25}, "total": 1.75}
+    assert record["peak_memory"]["cpu_max_rss_bytes"] > 2**20
+    text = json.dumps(record)  # JSON-ready as it is
+    assert socket.gethostname() not in text and str(Path.home()) not in text and str(REPO) not in text
+    assert not [s for s in _strings(record) if os.path.isabs(s)]
+
+
+def test_provenance_refuses_an_absolute_path_in_extra():
+    with pytest.raises(ValueError, match="provenance key 'provenance.extra.weights'"):
+        collect_provenance(ExperimentConfig(name="x"), phase_seconds={}, extra={"weights": str(REPO / "w.pt")})
+
+
+def test_schema_defines_exactly_the_registered_metrics_with_their_direction():
+    schema = (REPO / "results" / "SCHEMA.md").read_text()
+    section = schema.split("## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \|.*\| (lower|higher) \| ([^|]+) \|$", section, flags=re.MULTILINE)
+    assert {name: (direction, unit.strip()) for name, direction, unit in rows} == {
+        name: (m.direction, m.unit) for name, m in METRICS.items()}
+    for column in METRIC_COLUMNS:
+        assert f"| `{column}` |" in schema
+    assert set(results.CONDITIONS) <= set(re.findall(r"`(clean|attacked)`", schema))
