@@ -83,7 +83,8 @@ def _train(cfg: ExperimentConfig, out: Path) -> dict:
 
     result = train(cfg, out, _paths(cfg)[1] / "checkpoints")
     summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
-               "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3)}
+               "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
+               "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters}
     results.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -40,6 +40,8 @@ class TrainResult:
     stopped_early: bool
     lora_dir: Path
     seconds: float
+    trainable_parameters: int
+    total_parameters: int
 
 
 class MicroStepSampler(Sampler[list[int]]):
@@ -241,5 +243,6 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     if accelerator.is_main_process:
         lora.save_lora(final, lora_dir, cfg.lora)
     return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
+                       sum(p.numel() for p in final.parameters()))
 
