@@ -91,6 +91,7 @@ class TrainConfig:
     log_every: int = 10
     early_stop_patience: int = 5  # validations without improvement before stopping; 0 disables
     early_stop_min_delta: float = 1e-3
+    early_stop_metric: str = "val_loss"  # val_loss | lpips | rlpips (perceptual distance on validation clips)
     num_workers: int = 2
 
 
@@ -105,7 +106,57 @@ class EvalConfig:
 
 
 @dataclass
+class PerceptualConfig:
+    """λ·D(decoded x̂0, x0) added to the flow loss (D = LPIPS or R-LPIPS); off in lora_r8."""
+    enabled: bool = False
+    weight: float = 0.1  # λ
+    metric: str = "lpips"  # lpips | rlpips (names the heads below; recorded in results)
+    net: str = "alex"
+    backbone: str = "torchvision"  # trunk: torchvision (hub cache file) | random (seeded; smoke only)
+    heads: str = ""  # linear heads (safetensors); "" = the lpips package's shipped v0.1 heads
+    frames: int = 4  # frames of each clip decoded for the loss (memory: decode only what the loss needs)
+
+
+@dataclass
+class AdversarialConfig:
+    """PGD on the conditioning frame (L∞, pixel space, before VAE/CLIP encoding) maximising the training loss."""
+    enabled: bool = False
+    eps_255: float = 4.0  # L∞ radius in pixel units x255 ([0, 1] images): 4.0 means 4/255
+    step_255: float = 1.0  # PGD step in the same units
+    steps: int = 3
+    clean_weight: float = 0.0  # TRADES-style mix: (1 - w)·L(adversarial) + w·L(clean)
+
+
+@dataclass
+class RLPIPSConfig:
+    """R-LPIPS metric training (arXiv 2307.15157) and its 2AFC robustness evaluation."""
+    net: str = "alex"
+    backbone: str = "torchvision"  # trunk: torchvision | random (seeded; smoke only)
+    bapps_root: str = "data/bapps/2afc"  # BAPPS layout: {train,val}/<set>/{ref,p0,p1,judge}
+    procedural: bool = False  # first write a procedural 2AFC set in the BAPPS layout under bapps_root
+    procedural_triplets: dict[str, int] = field(default_factory=lambda: {"train": 2000, "val": 500})
+    train_sets: list[str] = field(default_factory=lambda: ["traditional", "cnn", "mix"])
+    val_sets: list[str] = field(default_factory=lambda: ["traditional", "cnn"])
+    patch_size: int = 64
+    mode: str = "lin"  # lin (linear heads only) | tune (trunk too)
+    epochs: int = 5
+    decay_epochs: int = 5  # linear lr decay to 0 after `epochs`
+    batch_size: int = 50
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    attack_target: str = "ref"  # x0 | x1 | both | ref
+    attack_norm: str = "linf"  # linf | l2
+    attack_eps_255: float = 4.0  # pixel units x255 (= 8/255 in the [-1, 1] range the recipe states)
+    attack_steps: int = 50
+    attack_step_255: float = 4.0  # the recipe takes full-ε sign steps
+    eval_eps_255: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    eval_pgd_steps: int = 20
+
+
+@dataclass
 class ExperimentConfig:
+    """A generator experiment (kind: generator): LoRA fine-tuning and cross-domain evaluation."""
+    kind: str = "generator"
     name: str = ""
     parent: str = ""  # the experiment this ablation derives from ("" for none)
     seed: int = 0
@@ -115,7 +166,24 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class MetricExperimentConfig:
+    """A metric experiment (kind: metric): LPIPS vs R-LPIPS heads trained and evaluated on 2AFC data."""
+    kind: str = "metric"
+    name: str = ""
+    parent: str = ""
+    seed: int = 0
+    profile: str = "full"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    rlpips: RLPIPSConfig = field(default_factory=RLPIPSConfig)
+
+
+KINDS = {"generator": ExperimentConfig, "metric": MetricExperimentConfig}
 
 
 PROFILE_KEYS = (
@@ -125,6 +193,10 @@ PROFILE_KEYS = (
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
+    "perceptual.backbone", "perceptual.heads", "perceptual.frames",
+    "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
+    "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",
+    "rlpips.batch_size", "rlpips.attack_steps", "rlpips.eval_pgd_steps",
 )
 
 _CHOICES = {
@@ -135,14 +207,30 @@ _CHOICES = {
     "train.mixed_precision": ("bf16", "no"),
     "eval.lpips_net": ("alex", "vgg", "squeeze"),
     "eval.lpips_backbone": ("torchvision", "random"),
+    "perceptual.metric": ("lpips", "rlpips"),
+    "perceptual.net": ("alex", "vgg", "squeeze"),
+    "perceptual.backbone": ("torchvision", "random"),
+    "train.early_stop_metric": ("val_loss", "lpips", "rlpips"),
 }
+_METRIC_CHOICES = {
+    "rlpips.net": ("alex", "vgg", "squeeze"),
+    "rlpips.backbone": ("torchvision", "random"),
+    "rlpips.mode": ("lin", "tune"),
+    "rlpips.attack_target": ("x0", "x1", "both", "ref"),
+    "rlpips.attack_norm": ("linf", "l2"),
+}
+_METRIC_POSITIVE = (
+    "rlpips.patch_size", "rlpips.epochs", "rlpips.batch_size", "rlpips.lr", "rlpips.attack_eps_255",
+    "rlpips.attack_steps", "rlpips.attack_step_255", "rlpips.eval_pgd_steps",
+)
 _POSITIVE = (
     "lora.rank", "lora.alpha", "data.height", "data.width", "data.num_frames", "data.frame_stride",
     "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
     "train.grad_accum", "train.lr", "train.val_every", "train.val_batches", "train.checkpoint_every",
     "train.log_every", "eval.clips_per_domain", "eval.num_inference_steps", "model.flow_shift",
+    "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
-_FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay")
+_FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
 
 
 def _type_name(tp: Any) -> str:
@@ -196,6 +284,17 @@ def _get(cfg: ExperimentConfig, dotted: str) -> Any:
     return obj
 
 
+def _check_metric_ranges(cfg: MetricExperimentConfig, source: str) -> None:
+    for key, choices in _METRIC_CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise ConfigError(source, key, _get(cfg, key), f"one of {list(choices)}")
+    for key in _METRIC_POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(source, key, _get(cfg, key), "a value > 0")
+    if not cfg.rlpips.eval_eps_255 or not all(e > 0 for e in cfg.rlpips.eval_eps_255):
+        raise ConfigError(source, "rlpips.eval_eps_255", cfg.rlpips.eval_eps_255, "a non-empty list of values > 0")
+
+
 def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
@@ -234,7 +333,7 @@ def _apply_profile(raw: dict, profile: str, source: str) -> dict:
     return raw
 
 
-def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig:
+def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig | MetricExperimentConfig:
     """Read `path` (YAML, safe_load), apply `profile`, validate every key; raises ConfigError."""
     source = str(path)
     if profile not in PROFILES:
@@ -251,8 +350,10 @@ def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig:
     if "profile" in raw:
         raise ConfigError(source, "profile", raw["profile"], "no 'profile' key: it comes from --profile")
     raw["profile"] = profile
-    cfg = _build(ExperimentConfig, raw, "", source)
-    _check_ranges(cfg, source)
+    if raw.get("kind") not in KINDS:
+        raise ConfigError(source, "kind", raw.get("kind"), f"one of {list(KINDS)}")
+    cfg = _build(KINDS[raw["kind"]], raw, "", source)
+    (_check_ranges if raw["kind"] == "generator" else _check_metric_ranges)(cfg, source)
     return cfg
 
 
@@ -289,7 +390,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 __all__ = [
-    "ConfigError", "ExperimentConfig", "ModelConfig", "LoraConfig", "DataConfig", "WorldConfig", "TrainConfig",
+    "ConfigError", "ExperimentConfig", "MetricExperimentConfig", "PerceptualConfig", "AdversarialConfig",
+    "RLPIPSConfig", "KINDS", "ModelConfig", "LoraConfig", "DataConfig", "WorldConfig", "TrainConfig",
     "EvalConfig", "PROFILES", "PROFILE_KEYS", "CROSS_ATTENTION_TARGETS", "load_config", "config_yaml",
     "config_hash", "config_dict", "config_diff",
 ]
