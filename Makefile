@@ -8,11 +8,44 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export SOURCE_DATE_EPOCH := 0
 export PYTHONHASHSEED := 0
+TEXLIVE := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
 
-METRICS := $(sort $(wildcard results/*/*/metrics.csv))
-REPORT_DEPS := cinelora/report/table2.py cinelora/results.py
+# Experiments in dependency order: the R-LPIPS metric (its heads feed the perceptual runs), the study's methods
+# (METHODS of cinelora/report/table2.py; a test keeps them equal), then the ablations.
+METHODS     := base lora_r8 lpips_r8 robust_lpips_r8
+ABLATIONS   := robust_lpips_r4 robust_lpips_r16 robust_lpips_r8_eps1 robust_lpips_r8_eps2 robust_lpips_r8_eps4 \
+               robust_lpips_r8_eps8 robust_lpips_r8_noadv adv_only_r8 robust_lpips_r8_noearlystop
+EXPERIMENTS := rlpips_metric $(METHODS) $(ABLATIONS)
+CURVES      := $(METHODS) robust_lpips_r8_noearlystop  # figures.CURVE_EXPERIMENTS
 
-.PHONY: help setup test smoke table2 paper check clean-runs
+# Output root: `make check` points it at a temporary folder.
+PAPER := paper
+
+# What the report reads: results/ only.
+METRICS        := $(sort $(wildcard results/*/*/metrics.csv))
+CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
+RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json))
+BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv))
+BENCH_PROV     := $(sort $(wildcard results/bench/provenance_*.json))
+METHOD_RUNS    := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/train_log.jsonl \
+                    results/$(e)/*/provenance.json results/$(e)/*/config.resolved.yaml)))
+METHOD_SUMMARIES := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/train_summary.json)))
+CURVE_RUNS     := $(sort $(foreach e,$(CURVES),$(wildcard results/$(e)/*/train_log.jsonl \
+                    results/$(e)/*/train_summary.json results/$(e)/*/config.resolved.yaml)))
+SAMPLES        := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/samples/*.png)))
+
+# The report code each output runs (besides its own module).
+R   := cinelora/report
+LIB := $(R)/__init__.py cinelora/results.py cinelora/stats.py cinelora/config.py
+FIG := $(R)/figures.py $(R)/figures_metric.py $(R)/table1.py $(R)/table2.py $(LIB)
+
+TABLES  := $(PAPER)/tables/table1.tex $(PAPER)/tables/table2.tex $(PAPER)/tables/table3.tex $(PAPER)/tables/table4.tex
+FIGURES := $(foreach f,metric_vs_eps frame_strips training_curves domain_bars,\
+             $(PAPER)/figures/$(f).pdf $(PAPER)/figures/$(f).png)
+NUMBERS := $(PAPER)/generated/numbers.tex
+PROVENANCE := $(PAPER)/generated/provenance.tsv
+
+.PHONY: help setup test smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,22 +61,78 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)  ## the CPU test suite (what CI runs)
 	$(PY) -m pytest -q
 
-smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU (resumes; refuses to overwrite finished results)
-	for e in base lora_r8; do experiments/$$e/run.sh; done
+smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependency order (finished runs are kept)
+	@for e in $(EXPERIMENTS); do \
+	  if [ -f results/$$e/smoke/provenance.json ]; then echo "$$e: finished (results/$$e/smoke), kept"; \
+	  else experiments/$$e/run.sh || exit 1; fi; \
+	done
 
-table2: paper/tables/table2.tex  ## paper Table 2 (cross-domain) from results/*/*/metrics.csv
+BENCH_LABEL ?= gpu
+bench: $(STAMP)  ## true-size 14B LoRA step benchmark on one CUDA GPU -> results/bench/*_$(BENCH_LABEL).* (~20 min on an H100)
+	$(PY) -m cinelora bench --plan full --label $(BENCH_LABEL)
 
-paper/tables/table2.tex: $(METRICS) $(REPORT_DEPS) | $(STAMP)
+bench-smoke: $(STAMP)  ## the benchmark's code paths at the smoke preset on the CPU (seconds) -> runs/bench/smoke/
+	$(PY) -m cinelora bench --plan smoke
+
+bench-terms: $(STAMP)  ## s/step with and without each loss term (smoke on CPU; PROFILE=proxy on a GPU) -> results/bench/terms_*
+	$(PY) -m cinelora.bench.terms --profile $${PROFILE:-smoke} --label $(BENCH_LABEL)
+
+table1: $(PAPER)/tables/table1.tex  ## Table 1 (metric robustness, 2AFC) from results/*/*/metrics.csv
+table2: $(PAPER)/tables/table2.tex  ## Table 2 (cross-domain: FVD, CLIP-SIM, LPIPS) from results/*/*/metrics.csv
+table3: $(PAPER)/tables/table3.tex  ## Table 3 (ablations vs parents) from metrics.csv + config.resolved.yaml
+table4: $(PAPER)/tables/table4.tex  ## Table 4 (compute) from results/bench/ + the methods' train_log.jsonl
+figures: $(FIGURES)  ## paper/figures/*.pdf (+ PNG copies): frame strips, training curves, domain bars, metric vs eps
+numbers: $(NUMBERS)  ## paper/generated/numbers.tex: every number quoted in the prose, as a macro
+provenance: $(PROVENANCE)  ## paper/generated/provenance.tsv: each number's results file, git sha, config hash
+reports: $(TABLES) $(FIGURES) $(NUMBERS) $(PROVENANCE)  ## every generated paper input (what `make check` compares)
+
+$(PAPER)/tables/table1.tex: $(METRICS) $(R)/table1.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report table1 --out $@
+
+$(PAPER)/tables/table2.tex: $(METRICS) $(R)/table2.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table2 --out $@
 
-paper: paper/main.pdf  ## build the paper PDF (needs Debian's latexmk + texlive-latex-recommended)
+$(PAPER)/tables/table3.tex: $(METRICS) $(CONFIGS) $(R)/table3.py $(R)/table2.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report table3 --out $@
 
-paper/main.pdf: paper/main.tex paper/tables/table2.tex
-	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
+$(PAPER)/tables/table4.tex: $(BENCH) $(METHOD_RUNS) $(R)/table4.py $(R)/table2.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report table4 --out $@
 
-check: $(STAMP)  ## rebuild the tables into a temporary folder and diff against the committed ones
-	tmp=$$(mktemp -d) && $(PY) -m cinelora report table2 --out $$tmp/table2.tex && \
-	  diff -u paper/tables/table2.tex $$tmp/table2.tex && echo "paper/tables: byte-identical"
+$(PAPER)/figures/metric_vs_eps.pdf $(PAPER)/figures/metric_vs_eps.png &: $(METRICS) $(FIG) | $(STAMP)
+	$(PY) -m cinelora report metric-vs-eps --out $(PAPER)/figures/metric_vs_eps.pdf
+
+$(PAPER)/figures/frame_strips.pdf $(PAPER)/figures/frame_strips.png &: $(SAMPLES) $(FIG) | $(STAMP)
+	$(PY) -m cinelora report frame-strips --out $(PAPER)/figures/frame_strips.pdf
+
+$(PAPER)/figures/training_curves.pdf $(PAPER)/figures/training_curves.png &: $(CURVE_RUNS) $(FIG) | $(STAMP)
+	$(PY) -m cinelora report training-curves --out $(PAPER)/figures/training_curves.pdf
+
+$(PAPER)/figures/domain_bars.pdf $(PAPER)/figures/domain_bars.png &: $(METRICS) $(FIG) | $(STAMP)
+	$(PY) -m cinelora report domain-bars --out $(PAPER)/figures/domain_bars.pdf
+
+$(NUMBERS): $(METRICS) $(METHOD_SUMMARIES) $(BENCH) $(METHOD_RUNS) $(R)/numbers.py $(R)/table1.py $(R)/table2.py \
+            $(R)/table3.py $(R)/table4.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report numbers --out $@
+
+$(PROVENANCE): $(METRICS) $(CONFIGS) $(RUN_PROVENANCE) $(BENCH) $(BENCH_PROV) $(METHOD_RUNS) $(METHOD_SUMMARIES) \
+               $(CURVE_RUNS) $(SAMPLES) $(wildcard $(R)/*.py) $(LIB) | $(STAMP)
+	$(PY) -m cinelora report provenance --out $@
+
+paper: $(PAPER)/main.pdf  ## build paper/main.pdf with latexmk (Debian: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended)
+
+$(PAPER)/main.pdf: $(PAPER)/main.tex $(TABLES) $(filter %.pdf,$(FIGURES)) $(NUMBERS)
+	@command -v latexmk >/dev/null || { echo "latexmk not found: sudo apt-get install $(TEXLIVE)" >&2; exit 1; }
+	cd $(PAPER) && latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
+
+check: $(STAMP)  ## rebuild every paper input into a temporary folder and diff it against paper/ (PDF: as text)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(MAKE) --no-print-directory -s PAPER=$$tmp reports && \
+	  for d in tables figures generated; do diff -ru paper/$$d $$tmp/$$d || exit 1; done && \
+	  echo "paper/tables, paper/figures, paper/generated: byte-identical" && \
+	  if [ -f paper/main.pdf ] && command -v latexmk >/dev/null && command -v pdftotext >/dev/null; then \
+	    cp paper/main.tex $$tmp/ && $(MAKE) --no-print-directory -s PAPER=$$tmp $$tmp/main.pdf >/dev/null && \
+	    diff -u <(pdftotext paper/main.pdf -) <(pdftotext $$tmp/main.pdf -) && echo "paper/main.pdf: same text"; \
+	  fi
 
 clean-runs:  ## delete the git-ignored heavy state (checkpoints, caches, procedural world)
 	rm -rf runs

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cinelora.config import ConfigError, ExperimentConfig, config_hash, config_yaml, load_config
+from cinelora.config import ConfigError, ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml, load_config
 
 RESULTS_ROOT = Path("results")
 RUNS_ROOT = Path("runs")
@@ -23,7 +23,14 @@ EXAMPLES = {
     "evaluate": "example:\n  python -m cinelora evaluate --config experiments/base/config.yaml --profile smoke",
     "run": "example (world → train → evaluate → provenance):\n"
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile smoke",
-    "report": "example:\n  python -m cinelora report table2",
+    "report": "examples:\n  python -m cinelora report table2\n  python -m cinelora report table1\n"
+              "  python -m cinelora report frame-strips --out /tmp/frame_strips.pdf\n"
+              "  python -m cinelora report provenance   # paper/generated/provenance.tsv: each number's source\n"
+              "  python -m cinelora report metric-vs-eps",
+    "rlpips-train": "example (procedural 2AFC → LPIPS and R-LPIPS heads in results/rlpips_metric/smoke):\n"
+                    "  python -m cinelora rlpips-train --config experiments/rlpips_metric/config.yaml --profile smoke",
+    "rlpips-eval": "example (2AFC clean/FGSM/PGD of both saved heads → metrics.csv):\n"
+                   "  python -m cinelora rlpips-eval --config experiments/rlpips_metric/config.yaml --profile smoke",
 }
 
 
@@ -50,6 +57,15 @@ def _claim(cfg: ExperimentConfig, force: bool) -> Path:
     out = results.claim_run_dir(out, force)
     results.write_resolved_config(out, cfg)
     return out
+
+
+def _check(cfg: ExperimentConfig, source: str, *, train: bool, evaluate: bool) -> None:
+    from cinelora.preflight import MissingInputsError, check_inputs
+
+    try:
+        check_inputs(cfg, source, train=train, evaluate=evaluate)
+    except MissingInputsError as err:
+        raise SystemExit(str(err)) from None
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -111,8 +127,9 @@ def _evaluate(cfg: ExperimentConfig, out: Path, phases: dict[str, float], genera
     results.write_metrics(rows, out / "metrics.csv")
     summary = out / "train_summary.json"
     extra = {"train": json.loads(summary.read_text())} if summary.is_file() else {}
-    extra["lpips_backbone"] = cfg.eval.lpips_backbone
-    extra["clips_scored"] = len(rows)
+    extra["evaluators"] = {"lpips_backbone": cfg.eval.lpips_backbone, "rlpips_heads": cfg.eval.rlpips_heads,
+                           "clip_model": cfg.eval.clip_model, "i3d_weights": cfg.eval.i3d_weights}
+    extra["rows"] = len(rows)
     prov = provenance.collect_provenance(cfg, phase_seconds=phases, extra=extra)
     results.atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows) and provenance.json")
@@ -122,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _load(args)
     if not cfg.train.enabled:
         raise SystemExit(f"{args.config}: train.enabled is false (an evaluation-only experiment)")
+    _check(cfg, args.config, train=True, evaluate=False)
     out = _claim(cfg, args.force)
     _prepare_world(cfg)
     print(json.dumps(_train(cfg, out)))
@@ -129,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     cfg = _load(args)
+    _check(cfg, args.config, train=False, evaluate=False)
     _prepare_world(cfg)
     _evaluate(cfg, _paths(cfg)[0], {}, generate_only=True)
 
@@ -138,8 +157,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out = _paths(cfg)[0]
     if (out / "metrics.csv").is_file() and not args.force:
         raise SystemExit(f"{out / 'metrics.csv'} exists; pass --force to recompute it")
+    _check(cfg, args.config, train=False, evaluate=True)
     from cinelora import results
 
+    out.mkdir(parents=True, exist_ok=True)
     results.write_resolved_config(out, cfg)
     _prepare_world(cfg)
     _evaluate(cfg, out, {})
@@ -147,6 +168,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     cfg = _load(args)
+    if cfg.kind == "metric":
+        _run_metric(cfg, args.force)
+        return
+    _check(cfg, args.config, train=cfg.train.enabled, evaluate=True)
     out = _claim(cfg, args.force)
     phases: dict[str, float] = {}
     t = time.perf_counter()
@@ -159,11 +184,86 @@ def cmd_run(args: argparse.Namespace) -> None:
     _evaluate(cfg, out, phases)
 
 
-def cmd_report(args: argparse.Namespace) -> None:
-    from cinelora.report import table2
+# what -> (cinelora.report module, its function of (results root, output), default output); table1 and
+# metric-vs-eps go through _report_metric.
+REPORTS = {
+    "table2": ("table2", "main", "paper/tables/table2.tex"),
+    "table3": ("table3", "main", "paper/tables/table3.tex"),
+    "table4": ("table4", "main", "paper/tables/table4.tex"),
+    "frame-strips": ("figures", "frame_strips_main", "paper/figures/frame_strips.pdf"),
+    "training-curves": ("figures", "training_curves_main", "paper/figures/training_curves.pdf"),
+    "domain-bars": ("figures", "domain_bars_main", "paper/figures/domain_bars.pdf"),
+    "numbers": ("numbers", "main", "paper/generated/numbers.tex"),
+    "provenance": ("provenance_list", "main", "paper/generated/provenance.tsv"),
+}
 
-    if args.what == "table2":
-        table2.main(RESULTS_ROOT, Path(args.out or "paper/tables/table2.tex"))
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import importlib
+
+    if args.what not in REPORTS:
+        _report_metric(args.what, args.out)
+        return
+    module, function, default = REPORTS[args.what]
+    getattr(importlib.import_module(f"cinelora.report.{module}"), function)(RESULTS_ROOT, Path(args.out or default))
+
+
+# --- metric experiments (kind: metric): R-LPIPS heads, 2AFC robustness, Table 1 and its figure -------------
+
+
+def _metric_config(args: argparse.Namespace) -> MetricExperimentConfig:
+    cfg = _load(args)
+    if cfg.kind != "metric":
+        raise SystemExit(f"{args.config}: kind is {cfg.kind!r}; rlpips-train/rlpips-eval take a `kind: metric` config")
+    return cfg
+
+
+def _run_metric(cfg: MetricExperimentConfig, force: bool) -> None:
+    from cinelora.rlpips import run_metric_experiment
+
+    out = _claim(cfg, force)
+    rows = run_metric_experiment(cfg, out)
+    print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows) and provenance.json")
+
+
+def cmd_rlpips_train(args: argparse.Namespace) -> None:
+    from cinelora.rlpips import prepare_data, train_metric_heads
+
+    cfg = _metric_config(args)
+    out = _claim(cfg, args.force)
+    prepare_data(cfg)
+    print(json.dumps(train_metric_heads(cfg, out)))
+
+
+def cmd_rlpips_eval(args: argparse.Namespace) -> None:
+    from cinelora import results
+    from cinelora.rlpips import HEADS, evaluate_metric_heads, prepare_data, write_metric_results
+
+    cfg = _metric_config(args)
+    out = _paths(cfg)[0]
+    if (out / results.FINISHED_MARKER).exists() and not args.force:
+        raise SystemExit(f"{out} holds a finished evaluation; pass --force to recompute its metrics.csv")
+    missing = [name for name in HEADS.values() if not (out / name).is_file()]
+    if missing:
+        raise SystemExit(f"{out}: heads {missing} are missing: train first (python -m cinelora rlpips-train "
+                         f"--config {args.config} --profile {cfg.profile})")
+    results.write_resolved_config(out, cfg)
+    start = time.perf_counter()
+    prepare_data(cfg)
+    rows = evaluate_metric_heads(cfg, out)
+    write_metric_results(cfg, out, rows, {"evaluate": time.perf_counter() - start})
+    print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows) and provenance.json")
+
+
+def _report_metric(what: str, out: str | None) -> None:
+    if what == "table1":
+        from cinelora.report import table1
+
+        table1.main(RESULTS_ROOT, Path(out or "paper/tables/table1.tex"))
+    else:
+        from cinelora.report import figures_metric
+
+        figures_metric.main(RESULTS_ROOT, Path(out or "paper/figures/metric_vs_eps.pdf"))
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -191,15 +291,36 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(add("generate", "generate (and cache) clips for every evaluation domain", cmd_generate))
     _experiment_args(add("evaluate", "score generated clips against ground truth → metrics.csv", cmd_evaluate))
     _experiment_args(add("run", "the whole experiment: world → train → evaluate → provenance", cmd_run))
-    p = add("report", "turn results/ into paper tables", cmd_report)
-    p.add_argument("what", choices=("table2",))
-    p.add_argument("--out", help="output file (default paper/tables/<what>.tex)")
+    _experiment_args(add("rlpips-train", "train LPIPS (natural) and R-LPIPS (adversarial) heads on 2AFC data",
+                         cmd_rlpips_train))
+    _experiment_args(add("rlpips-eval", "2AFC robustness of both saved heads (clean, FGSM, PGD) → metrics.csv",
+                         cmd_rlpips_eval))
+    from cinelora import bench
+
+    EXAMPLES["bench"] = bench.EXAMPLES
+    bench.add_arguments(add("bench", "time the true-size LoRA step, attention kernels and configuration time "
+                                     "-> results/bench/", bench.run))
+    p = add("report", "turn results/ into paper tables and figures", cmd_report)
+    p.add_argument("what", choices=("table1", *REPORTS, "metric-vs-eps"))
+    p.add_argument("--out", help="output file (default paper/tables/<what>.tex, paper/figures/<what, - as _>.pdf "
+                                 "with a PNG copy, paper/generated/{numbers.tex,provenance.tsv})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "report":  # reads results/ only: `make table2` must not wait for the model stack below
+        args.func(args)
+        return
+    from cinelora.data import VideoDataError
+    from cinelora.metrics.lpips_distance import MissingWeightsError
+    from cinelora.models import ModelSourceError
+    from cinelora.results import ResultsExistError
+    from cinelora.train import NonFiniteLossError
+
     try:
         args.func(args)
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
+    except (ResultsExistError, MissingWeightsError, ModelSourceError, VideoDataError, NonFiniteLossError) as err:
+        raise SystemExit(f"{type(err).__name__}: {err}") from None

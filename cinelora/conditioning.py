@@ -83,6 +83,18 @@ def normalize_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Ten
     return (latents.float() - mean) * inv_std
 
 
+def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Video [B, 3, 4(T'-1)+1, H, W] in about [-1, 1] (not clamped: gradients flow) from normalised latents.
+
+    The Wan VAE is causal in time, so decoding the first k latent frames gives exactly the first 4(k-1)+1
+    frames of the full decode: a loss on early frames decodes only those.
+    """
+    z_dim = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, torch.float32)
+    std = torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, torch.float32)
+    return vae.decode((latents.float() * std + mean).to(vae.dtype)).sample
+
+
 def encode_video_latents(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     """Normalised VAE latents [B, 16, (T-1)/4+1, H/8, W/8] float32 of video [B, 3, T, H, W] in [-1, 1].
 
@@ -112,4 +124,4 @@ def condition_latents(vae: AutoencoderKLWan, first_frames: torch.Tensor, num_fra
 
 
 __all__ = ["WAN_TEXT_TOKENS", "encode_prompts", "clip_pixels", "encode_condition_images", "normalize_latents",
-           "encode_video_latents", "condition_latents"]
+           "decode_latents", "encode_video_latents", "condition_latents"]

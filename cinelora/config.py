@@ -84,6 +84,10 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | constant
     mixed_precision: str = "bf16"  # bf16 | no (CPU runs always use fp32; provenance records it)
     gradient_checkpointing: bool = True
+    attention_backend: str = "native"  # speed levers (cinelora/speed.py; measured effects in results/bench/)
+    keep_attention_blocks: int = 0  # selective checkpointing: keep self-attention outputs of the first k blocks
+    offload_blocks: int = 0  # keep the checkpointed inputs of the last m blocks in pinned CPU memory
+    compile_blocks: bool = False  # regional torch.compile of the transformer blocks
     max_grad_norm: float = 1.0
     val_every: int = 100
     val_batches: int = 4
@@ -91,7 +95,7 @@ class TrainConfig:
     log_every: int = 10
     early_stop_patience: int = 5  # validations without improvement before stopping; 0 disables
     early_stop_min_delta: float = 1e-3
-    early_stop_metric: str = "val_loss"  # val_loss | lpips | rlpips (perceptual distance on validation clips)
+    early_stop_metric: str = "val_loss"  # val_loss | perceptual (the perceptual section's D on validation clips)
     num_workers: int = 2
 
 
@@ -103,6 +107,12 @@ class EvalConfig:
     guidance_scale: float = 5.0
     lpips_net: str = "alex"  # alex | vgg | squeeze
     lpips_backbone: str = "torchvision"  # torchvision (hub cache files) | random (seeded; smoke only)
+    rlpips_heads: str = ""  # R-LPIPS heads (safetensors) for `rlpips` rows; "" = no R-LPIPS rows
+    clip_model: str = "weights/clip-vit-base-patch32"  # local CLIPModel folder | random (seeded tiny; smoke)
+    i3d_weights: str = "weights/i3d_pretrained_400.pt"  # pytorch-i3d state dict | random (seeded; smoke)
+    attack: bool = True  # also generate from PGD-attacked conditioning frames ("attacked" rows)
+    attack_eps_255: float = 4.0  # L∞ radius in pixel units x255
+    attack_steps: int = 3
 
 
 @dataclass
@@ -159,6 +169,7 @@ class ExperimentConfig:
     kind: str = "generator"
     name: str = ""
     parent: str = ""  # the experiment this ablation derives from ("" for none)
+    varies: list[str] = field(default_factory=list)  # dotted keys that differ from the parent (a test checks)
     seed: int = 0
     profile: str = "full"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,6 +188,7 @@ class MetricExperimentConfig:
     kind: str = "metric"
     name: str = ""
     parent: str = ""
+    varies: list[str] = field(default_factory=list)
     seed: int = 0
     profile: str = "full"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -191,8 +203,10 @@ PROFILE_KEYS = (
     "data.train", "data.val", "data.height", "data.width", "data.num_frames",
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
-    "train.mixed_precision", "train.num_workers",
+    "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
+    "train.offload_blocks", "train.compile_blocks",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
+    "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
     "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
     "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",
@@ -210,7 +224,8 @@ _CHOICES = {
     "perceptual.metric": ("lpips", "rlpips"),
     "perceptual.net": ("alex", "vgg", "squeeze"),
     "perceptual.backbone": ("torchvision", "random"),
-    "train.early_stop_metric": ("val_loss", "lpips", "rlpips"),
+    "train.early_stop_metric": ("val_loss", "perceptual"),
+    "train.attention_backend": ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math"),
 }
 _METRIC_CHOICES = {
     "rlpips.net": ("alex", "vgg", "squeeze"),
@@ -228,6 +243,7 @@ _POSITIVE = (
     "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
     "train.grad_accum", "train.lr", "train.val_every", "train.val_batches", "train.checkpoint_every",
     "train.log_every", "eval.clips_per_domain", "eval.num_inference_steps", "model.flow_shift",
+    "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")

@@ -1,27 +1,57 @@
-"""The one evaluation loop: generate a clip from each test clip's first frame and caption with the stock
-`WanImageToVideoPipeline` (+ the experiment's LoRA), cache it, and score it against the ground truth.
+"""The one evaluation loop: for every domain a config lists, generate a clip from each test clip's first frame
+and caption with the stock `WanImageToVideoPipeline` (+ the experiment's LoRA), from the clean frame and (for
+generator robustness) from a PGD-attacked one, cache it, and score it against the ground truth.
 
 Generated clips are cached as uint8 safetensors under `runs/<experiment>/<profile>/generated/<key>/`, where
-the key hashes the resolved config and the LoRA file, so metrics can be recomputed without regenerating.
+the key hashes the resolved config and the LoRA file, so metrics are recomputed without regenerating.
+Clips are generated one per pipeline call, each from its own seeded generator: outputs do not depend on
+batch size, and the stock I2V pipeline repeats one image's embedding for every prompt of a batch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
+import lpips
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from cinelora import lora, models, seeding
-from cinelora.config import ExperimentConfig, config_hash
+from cinelora import lora, models, objective, seeding
+from cinelora.config import AdversarialConfig, ExperimentConfig, config_hash
 from cinelora.data import VideoClipDataset
+from cinelora.losses import attack_condition
+from cinelora.metrics import clip_sim, fvd, i3d, temporal
 from cinelora.metrics.lpips_distance import build_lpips, lpips_per_frame
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class Evaluators:
+    """Frozen evaluator networks (sources named by the config, recorded in results)."""
+    lpips: lpips.LPIPS
+    rlpips: lpips.LPIPS | None
+    clip: tuple  # (CLIPModel, CLIPProcessor)
+    i3d: torch.nn.Module
+
+
+def build_evaluators(cfg: ExperimentConfig, device: str) -> Evaluators:
+    e = cfg.eval
+    clip_model, clip_processor = clip_sim.random_clip(cfg.seed) if e.clip_model == "random" \
+        else clip_sim.load_clip(e.clip_model)
+    return Evaluators(
+        lpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed).to(device),
+        rlpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed, heads=e.rlpips_heads).to(device)
+        if e.rlpips_heads else None,
+        clip=(clip_model.to(device), clip_processor),
+        i3d=(i3d.random_i3d(cfg.seed) if e.i3d_weights == "random" else i3d.load_i3d(e.i3d_weights)).to(device),
+    )
 
 
 def _to_uint8(clip: torch.Tensor) -> torch.Tensor:
@@ -43,12 +73,37 @@ def cache_dir(cfg: ExperimentConfig, cache_root: Path, lora_dir: Path | None) ->
 
 def generate_clip(pipe, condition: torch.Tensor, caption: str, cfg: ExperimentConfig,
                   generator: torch.Generator) -> torch.Tensor:
-    """[T, 3, H, W] in [-1, 1] from a first frame [3, H, W] in [-1, 1], as a user would call the pipeline."""
+    """[T, 3, H, W] in [-1, 1] from a first frame [3, H, W] in [-1, 1], as a user would call the pipeline:
+    the frame goes in as an 8-bit image (an attacked frame is attacked as the image file it would be)."""
     image = Image.fromarray(_to_uint8(condition[None])[0].permute(1, 2, 0).numpy())
     video = pipe(image=image, prompt=caption, height=cfg.data.height, width=cfg.data.width,
                  num_frames=cfg.data.num_frames, num_inference_steps=cfg.eval.num_inference_steps,
                  guidance_scale=cfg.eval.guidance_scale, generator=generator, output_type="pt").frames
     return video[0].float() * 2 - 1  # the pipeline returns [B, T, 3, H, W] in [0, 1]
+
+
+def attacked_condition(components: models.WanComponents, item: dict, cfg: ExperimentConfig,
+                       index: int) -> torch.Tensor:
+    """The clip's first frame [3, H, W] moved by PGD (L∞, eval.attack_eps_255, steps of ε/4) to maximise the
+    model's flow-matching loss on the ground-truth clip at one seeded noise draw: the training attack."""
+    device = components.transformer.device
+    dtype = components.transformer.dtype
+    batch = {"video": item["video"][None], "condition": item["condition"][None], "caption": [item["caption"]]}
+    inputs = objective.encode_batch(components, batch, device, dtype)
+    sigmas, noise = objective.draw_noise(cfg.seed, "generation", index, inputs["latents"], cfg.model.flow_shift)
+    frames = inputs["video"].shape[2]
+
+    def loss_of_frame(first: torch.Tensor) -> torch.Tensor:
+        condition, image = objective.encode_condition(components, first, frames, dtype)
+        return objective.objective(components.transformer, components, {**inputs, "condition": condition,
+                                   "image": image}, sigmas, noise, None, 0.0)[0]
+
+    attack = AdversarialConfig(enabled=True, eps_255=cfg.eval.attack_eps_255, step_255=cfg.eval.attack_eps_255 / 4,
+                               steps=cfg.eval.attack_steps, clean_weight=0.0)
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 \
+        else contextlib.nullcontext()
+    with autocast:
+        return attack_condition(loss_of_frame, inputs["first"], attack)[0].float().cpu()
 
 
 def _clip_seed_index(domain: str, clip: str) -> int:
@@ -62,44 +117,85 @@ def _save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, ma
     Image.fromarray(torch.cat(rows, dim=1).permute(1, 2, 0).numpy()).save(path)
 
 
+def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tensor, caption: str) -> dict[str, float]:
+    """Per-clip metrics of a generated clip vs its ground truth, both [T, 3, H, W] in [-1, 1]."""
+    model, processor = ev.clip
+    images = clip_sim.image_embeddings(model, processor, generated)
+    values = {
+        "lpips": float(lpips_per_frame(ev.lpips, generated, reference).mean()),
+        "clip_sim": clip_sim.caption_similarity(images, clip_sim.text_embedding(model, processor, caption)),
+        "frame_consistency": clip_sim.consecutive_similarity(images),
+        # |generated − real| frame-to-frame LPIPS: a signed gap would reward frozen clips.
+        "temporal_lpips_gap": abs(temporal.temporal_stability_gap(ev.lpips, generated, reference)),
+        "flicker": temporal.flicker(generated),
+    }
+    if ev.rlpips is not None:
+        values["rlpips"] = float(lpips_per_frame(ev.rlpips, generated, reference).mean())
+    return values
+
+
+def _load_or_generate(cached: Path, make) -> torch.Tensor:
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"frames": _to_uint8(make())}, cached.with_suffix(".tmp"))
+        cached.with_suffix(".tmp").replace(cached)
+    return _from_uint8(load_file(cached)["frames"])  # score exactly what a rerun reads
+
+
 def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, samples_dir: Path | None,
              *, generate_only: bool = False, progress: bool = True) -> list[dict]:
-    """Tidy metric rows (experiment, profile, seed, domain, clip, condition, metric, value) for every domain."""
+    """Tidy metric rows (experiment, profile, seed, domain, clip, condition, metric, value) for every domain
+    and condition ("clean", and "attacked" when eval.attack); FVD rows are per (domain, condition), clip "all"."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     components = models.build_components(cfg.model, device=device, seed=cfg.seed)
     pipe = models.make_pipeline(components)
     if lora_dir is not None:
         lora.load_lora_into_pipeline(pipe, lora_dir)
     pipe.set_progress_bar_config(disable=True)
-    metric = None if generate_only else build_lpips(cfg.eval.lpips_net, cfg.eval.lpips_backbone, cfg.seed).to(device)
+    ev = None if generate_only else build_evaluators(cfg, device)
     cache = cache_dir(cfg, cache_root, lora_dir)
+    conditions = ("clean", "attacked") if cfg.eval.attack else ("clean",)
 
     work = []
     for domain, source in sorted(cfg.eval.domains.items()):
         data = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames,
                                 cfg.data.frame_stride, skip_bad=cfg.data.skip_bad_videos)
         work += [(domain, data, i) for i in range(min(cfg.eval.clips_per_domain, len(data)))]
-    rows = []
+    rows, features = [], {}
+    key = {"experiment": cfg.name, "profile": cfg.profile, "seed": cfg.seed}
     for domain, data, i in tqdm(work, desc=f"eval {cfg.name}/{cfg.profile}", unit="clip", disable=not progress):
         item = data[i]
         clip = Path(item["path"]).stem
-        cached = cache / domain / f"{clip}.safetensors"
-        if cached.is_file():
-            generated = _from_uint8(load_file(cached)["frames"])
-        else:
-            gen = seeding.generator(cfg.seed, "generation", _clip_seed_index(domain, clip))
-            generated = generate_clip(pipe, item["condition"], item["caption"], cfg, gen)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"frames": _to_uint8(generated)}, cached.with_suffix(".tmp"))
-            cached.with_suffix(".tmp").replace(cached)
-            generated = _from_uint8(load_file(cached)["frames"])  # score exactly what a rerun would read
-        if generate_only:
-            continue
         reference = item["video"].permute(1, 0, 2, 3)  # [3, T, H, W] → [T, 3, H, W]
-        value = float(lpips_per_frame(metric, generated, reference).mean())
-        rows.append({"experiment": cfg.name, "profile": cfg.profile, "seed": cfg.seed, "domain": domain,
-                     "clip": clip, "condition": "clean", "metric": "lpips", "value": value})
-        if samples_dir is not None and i == 0:
-            samples_dir.mkdir(parents=True, exist_ok=True)
-            _save_strip(samples_dir / f"{domain}.png", reference, generated)
+        index = _clip_seed_index(domain, clip)
+        if not generate_only:
+            features.setdefault((domain, "real"), []).append(fvd.i3d_features(ev.i3d, item["video"][None]))
+        for condition in conditions:
+            def make() -> torch.Tensor:
+                first = item["condition"] if condition == "clean" else attacked_condition(components, item, cfg, index)
+                return generate_clip(pipe, first, item["caption"], cfg, seeding.generator(cfg.seed, "generation", index))
+
+            generated = _load_or_generate(cache / domain / condition / f"{clip}.safetensors", make)
+            if generate_only:
+                continue
+            for metric, value in clip_metrics(ev, generated, reference, item["caption"]).items():
+                rows.append({**key, "domain": domain, "clip": clip, "condition": condition, "metric": metric,
+                             "value": value})
+            features.setdefault((domain, condition), []).append(
+                fvd.i3d_features(ev.i3d, generated.permute(1, 0, 2, 3)[None]))
+            if samples_dir is not None and i == 0 and condition == "clean":
+                samples_dir.mkdir(parents=True, exist_ok=True)
+                _save_strip(samples_dir / f"{domain}.png", reference, generated)
+    for (domain, name), feats in sorted(features.items()):
+        if name == "real":
+            continue
+        if len(feats) < 2:
+            tqdm.write(f"FVD {domain}/{name}: skipped, it needs at least 2 clips (has {len(feats)})")
+            continue
+        result = fvd.fvd(torch.cat(feats), torch.cat(features[(domain, "real")]))
+        if result.warning:
+            tqdm.write(f"FVD {domain}/{name}: {result.warning}")
+        rows.append({**key, "domain": domain, "clip": "all", "condition": name, "metric": "fvd", "value": result.value})
+        rows.append({**key, "domain": domain, "clip": "all", "condition": name, "metric": "fvd_clips",
+                     "value": float(result.n_a)})
     return rows

@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable
@@ -25,6 +26,9 @@ from cinelora.config import PROFILES, ExperimentConfig, config_hash, config_yaml
 METRIC_COLUMNS = ("experiment", "profile", "seed", "domain", "clip", "condition", "metric", "value")
 KEY_COLUMNS = METRIC_COLUMNS[:-1]
 CONDITIONS = ("clean", "attacked")
+# Metric-robustness rows (rlpips_metric) name the attack on the 2AFC reference and its L∞ radius in pixel
+# units x255, e.g. `pgd_eps4` (cinelora.rlpips.condition_name).
+ATTACK_CONDITION = re.compile(r"(fgsm|pgd)_eps(0|[1-9][0-9]*)(\.[0-9]+)?")
 FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
 
 
@@ -41,6 +45,19 @@ class Metric:
 # Every metric name a metrics.csv may hold; results/SCHEMA.md defines each (a test keeps them in step).
 METRICS: dict[str, Metric] = {
     "lpips": Metric(label="LPIPS", direction="lower", decimals=3, unit="unitless"),
+    "rlpips": Metric(label="R-LPIPS", direction="lower", decimals=3, unit="unitless"),
+    "fvd": Metric(label="FVD", direction="lower", decimals=1, unit="squared I3D logit units"),
+    "fvd_clips": Metric(label="FVD N", direction="higher", decimals=0, unit="clips"),
+    "clip_sim": Metric(label="CLIP-SIM", direction="higher", decimals=3, unit="cosine"),
+    "frame_consistency": Metric(label="CLIP frame cons.", direction="higher", decimals=3, unit="cosine"),
+    "temporal_lpips_gap": Metric(label="tLPIPS gap", direction="lower", decimals=3, unit="unitless"),
+    "flicker": Metric(label="Flicker", direction="lower", decimals=4, unit="luma"),
+    "2afc_lpips": Metric(label="2AFC LPIPS", direction="higher", decimals=3, unit="fraction"),
+    "2afc_rlpips": Metric(label="2AFC R-LPIPS", direction="higher", decimals=3, unit="fraction"),
+    "dist_shift_lpips": Metric(label="LPIPS shift", direction="lower", decimals=3, unit="LPIPS distance"),
+    "dist_shift_rlpips": Metric(label="R-LPIPS shift", direction="lower", decimals=3, unit="R-LPIPS distance"),
+    "rel_dist_shift_lpips": Metric(label="LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
+    "rel_dist_shift_rlpips": Metric(label="R-LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
 }
 
 
@@ -120,8 +137,9 @@ def _check_row(row: dict, where: str) -> None:
         _check_text(row, column, where)
     if row["profile"] not in PROFILES:
         raise ValueError(f"{where}: column 'profile': found {row['profile']!r}, expected one of {list(PROFILES)}")
-    if row["condition"] not in CONDITIONS:
-        raise ValueError(f"{where}: column 'condition': found {row['condition']!r}, expected one of {list(CONDITIONS)}")
+    if row["condition"] not in CONDITIONS and not ATTACK_CONDITION.fullmatch(row["condition"]):
+        raise ValueError(f"{where}: column 'condition': found {row['condition']!r}, expected one of {list(CONDITIONS)} "
+                         "or an attack condition like 'pgd_eps4' / 'fgsm_eps0.5'")
     if row["metric"] not in METRICS:
         raise ValueError(f"{where}: column 'metric': found {row['metric']!r}, expected one of {sorted(METRICS)} "
                          "(a new metric goes into METRICS in cinelora/results.py and results/SCHEMA.md)")
@@ -213,7 +231,7 @@ def read_results(results_root: Path) -> pd.DataFrame:
 
 
 __all__ = [
-    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "METRICS", "Metric", "ResultsExistError", "run_dir",
-    "claim_run_dir", "atomic_write_bytes", "atomic_write_text", "write_resolved_config", "append_jsonl",
+    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "ResultsExistError",
+    "run_dir", "claim_run_dir", "atomic_write_bytes", "atomic_write_text", "write_resolved_config", "append_jsonl",
     "write_metrics", "read_metrics", "read_results",
 ]

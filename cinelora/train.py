@@ -20,10 +20,11 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from cinelora import conditioning, flow_matching, lora, models, results, seeding
+from cinelora import lora, models, objective, results, seeding, speed
 from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from cinelora.config import ExperimentConfig
 from cinelora.data import VideoClipDataset
+from cinelora.losses import PerceptualDistance, attack_condition
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -74,48 +75,61 @@ def _collate(items: list[dict]) -> dict:
     }
 
 
-def _encode_batch(c: models.WanComponents, batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    """Frozen encoders: latents x0, I2V condition, text and image embeddings (no gradients)."""
-    video = batch["video"].to(device, c.vae.dtype)
-    first = batch["condition"].to(device, c.vae.dtype)
+def _training_loss(transformer, attack_model, c: models.WanComponents, inputs: dict, sigmas: torch.Tensor,
+                   noise: torch.Tensor, cfg: ExperimentConfig,
+                   perceptual: PerceptualDistance | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's loss; with adversarial conditioning, the condition is first moved by PGD to maximise
+    this same loss (through `attack_model`, the unwrapped transformer, so no DDP hook fires), then the LoRA
+    trains on it, mixed TRADES-style with the clean loss when adversarial.clean_weight > 0."""
+    term = perceptual if cfg.perceptual.enabled else None
+    weight = cfg.perceptual.weight
+    if not cfg.adversarial.enabled:
+        return objective.objective(transformer, c, inputs, sigmas, noise, term, weight)
+    frames, dtype = inputs["video"].shape[2], inputs["latents"].dtype
+
+    def loss_of_frame(first: torch.Tensor) -> torch.Tensor:
+        condition, image = objective.encode_condition(c, first, frames, dtype)
+        attacked = {**inputs, "condition": condition, "image": image}
+        return objective.objective(attack_model, c, attacked, sigmas, noise, term, weight)[0]
+
+    first_adv = attack_condition(loss_of_frame, inputs["first"], cfg.adversarial)
     with torch.no_grad():
-        return {
-            "latents": conditioning.encode_video_latents(c.vae, video).to(dtype),
-            "condition": conditioning.condition_latents(c.vae, first, video.shape[2]).to(dtype),
-            "text": conditioning.encode_prompts(c.tokenizer, c.text_encoder, batch["caption"]).to(device, dtype),
-            "image": conditioning.encode_condition_images(c.image_processor, c.image_encoder, first).to(device, dtype),
-        }
+        condition, image = objective.encode_condition(c, first_adv, frames, dtype)
+    loss, terms = objective.objective(transformer, c, {**inputs, "condition": condition, "image": image}, sigmas, noise,
+                             term, weight)
+    terms["adversarial"] = loss
+    if cfg.adversarial.clean_weight > 0:
+        clean, _ = objective.objective(transformer, c, inputs, sigmas, noise, term, weight)
+        loss = (1 - cfg.adversarial.clean_weight) * loss + cfg.adversarial.clean_weight * clean
+        terms["clean"] = clean
+    return loss, terms
 
 
-def _flow_loss(transformer: torch.nn.Module, inputs: dict, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    noisy = flow_matching.add_noise(inputs["latents"], noise, sigmas)
-    pred = transformer(
-        hidden_states=torch.cat([noisy, inputs["condition"]], dim=1),
-        timestep=sigmas * 1000,
-        encoder_hidden_states=inputs["text"],
-        encoder_hidden_states_image=inputs["image"],
-        return_dict=False,
-    )[0]
-    return flow_matching.flow_matching_loss(pred, flow_matching.velocity_target(inputs["latents"], noise))
-
-
-def _draw(seed: int, purpose: str, index: int, latents: torch.Tensor, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigmas [B], noise like latents) for one micro-step, on the CPU generator then moved: device-independent."""
-    sigmas = flow_matching.sample_sigmas(latents.shape[0], shift, seeding.generator(seed, purpose, index))
-    noise = torch.randn(latents.shape, generator=seeding.generator(seed, purpose, index + 1_000_003), dtype=torch.float32)
-    return sigmas.to(latents.device, latents.dtype), noise.to(latents.device, latents.dtype)
-
-
-def validation_loss(transformer, c: models.WanComponents, batches: list[dict], cfg: ExperimentConfig,
-                    device: torch.device, dtype: torch.dtype) -> float:
-    """Mean flow loss over fixed validation batches with fixed noise: comparable across evaluations."""
-    total = 0.0
+def validate(transformer, c: models.WanComponents, batches: list[dict], cfg: ExperimentConfig, device: torch.device,
+             dtype: torch.dtype, perceptual: PerceptualDistance | None) -> dict[str, float]:
+    """Mean flow loss (and perceptual distance of the one-step x̂0, when a D is configured) over fixed
+    validation batches with fixed noise levels and noise: comparable across evaluations."""
+    totals: dict[str, float] = {}
     with torch.no_grad():
         for i, batch in enumerate(batches):
-            inputs = _encode_batch(c, batch, device, dtype)
-            sigmas, noise = _draw(cfg.seed, "validation", i, inputs["latents"], cfg.model.flow_shift)
-            total += float(_flow_loss(transformer, inputs, sigmas, noise))
-    return total / len(batches)
+            inputs = objective.encode_batch(c, batch, device, dtype)
+            sigmas, noise = objective.draw_noise(cfg.seed, "validation", i, inputs["latents"], cfg.model.flow_shift)
+            _, terms = objective.objective(transformer, c, inputs, sigmas, noise, perceptual, 1.0)
+            for name, value in terms.items():
+                totals[f"val_{'loss' if name == 'flow' else name}"] = totals.get(
+                    f"val_{'loss' if name == 'flow' else name}", 0.0) + float(value) / len(batches)
+    return totals
+
+
+def early_stop_update(state: TrainerState, value: float, step: int, patience: int, min_delta: float) -> bool:
+    """Record one validation value; True when it beats the best by more than min_delta. Sets
+    state.stopped_early once `patience` evaluations in a row did not (patience 0 never stops)."""
+    if value < state.best_val - min_delta:
+        state.best_val, state.best_step, state.evals_without_improvement = value, step, 0
+        return True
+    state.evals_without_improvement += 1
+    state.stopped_early = bool(patience) and state.evals_without_improvement >= patience
+    return False
 
 
 def _lr_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer):
@@ -150,10 +164,15 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     val_set = VideoClipDataset(cfg.data.val, cfg.data.height, cfg.data.width, cfg.data.num_frames,
                                cfg.data.frame_stride, skip_bad=cfg.data.skip_bad_videos)
     c = models.build_components(cfg.model, device=device, seed=cfg.seed)
+    needs_distance = cfg.perceptual.enabled or tc.early_stop_metric == "perceptual"
+    perceptual = PerceptualDistance(cfg.perceptual, cfg.seed, device) if needs_distance else None
+    signal = "val_perceptual" if tc.early_stop_metric == "perceptual" else "val_loss"
     transformer = c.transformer
     lora.attach_lora(transformer, cfg.lora)
-    if tc.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+    speed.apply_speed_levers(transformer, speed.SpeedLevers(
+        attention_backend=tc.attention_backend, checkpointing="full" if tc.gradient_checkpointing else "none",
+        keep_attention_blocks=tc.keep_attention_blocks, offload_blocks=tc.offload_blocks,
+        compile_blocks=tc.compile_blocks))
     optimizer = torch.optim.AdamW(lora.lora_parameters(transformer), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     scheduler = _lr_scheduler(cfg, optimizer)
@@ -182,15 +201,16 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     step_t, logged_step = time.perf_counter(), state.step
     while state.step < tc.steps and not state.stopped_early:
         transformer.train()
-        losses = []
+        sums: dict[str, float] = {}
         for micro in range(tc.grad_accum):
             k = state.step * tc.grad_accum + micro
-            inputs = _encode_batch(c, next(batches), device, dtype)
-            sigmas, noise = _draw(cfg.seed, "noise", k * accelerator.num_processes + accelerator.process_index,
+            inputs = objective.encode_batch(c, next(batches), device, dtype)
+            sigmas, noise = objective.draw_noise(cfg.seed, "noise", k * accelerator.num_processes + accelerator.process_index,
                                   inputs["latents"], cfg.model.flow_shift)
             sync = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(transformer), accelerator.autocast():
-                loss = _flow_loss(transformer, inputs, sigmas, noise)
+                loss, terms = _training_loss(transformer, accelerator.unwrap_model(transformer), c, inputs, sigmas,
+                                             noise, cfg, perceptual)
                 if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
                     last = latest_checkpoint(ckpt_root)
                     raise NonFiniteLossError(
@@ -198,7 +218,8 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
                         f"stopped; last good checkpoint: {last if last else 'none (no checkpoint yet)'}. "
                         "Lower train.lr or check the data.")
                 accelerator.backward(loss / tc.grad_accum)
-            losses.append(float(loss.detach()))
+            for name, value in {"loss": loss, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / tc.grad_accum
         accelerator.clip_grad_norm_(lora.lora_parameters(transformer), tc.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -206,26 +227,21 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
         state.step += 1
         bar.update(1)
 
-        record = {"step": state.step, "loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
+        record = {"step": state.step, **sums, "lr": scheduler.get_last_lr()[0]}
         if state.step % tc.val_every == 0 or state.step == tc.steps:
             transformer.eval()
-            val = validation_loss(transformer, c, val_batches, cfg, device, dtype)
-            record["val_loss"] = val
-            if val < state.best_val - tc.early_stop_min_delta:
-                state.best_val, state.best_step, state.evals_without_improvement = val, state.step, 0
+            with accelerator.autocast():
+                record.update(validate(transformer, c, val_batches, cfg, device, dtype, perceptual))
+            if early_stop_update(state, record[signal], state.step, tc.early_stop_patience, tc.early_stop_min_delta):
                 best_lora = lora.lora_state_dict(accelerator.unwrap_model(transformer))
-            else:
-                state.evals_without_improvement += 1
-                if tc.early_stop_patience and state.evals_without_improvement >= tc.early_stop_patience:
-                    state.stopped_early = True
-                    record["early_stop"] = True
+            record["early_stop"] = state.stopped_early
         if state.step % tc.log_every == 0 or "val_loss" in record:
             now = time.perf_counter()
             record["s_per_step"] = (now - step_t) / (state.step - logged_step)  # validation time included
             record["peak_mem_gib"] = _peak_memory_gib(device)
             step_t, logged_step = now, state.step
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
-                            **({"val": f"{record['val_loss']:.4f}"} if "val_loss" in record else {}))
+                            **({"val": f"{record[signal]:.4f}"} if signal in record else {}))
             if accelerator.is_main_process:
                 results.append_jsonl(log_path, record)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps or state.stopped_early:

@@ -11,7 +11,7 @@ from cinelora.cli import build_parser, main
 from cinelora.config import config_hash, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("data", "train", "generate", "evaluate", "run", "report")
+COMMANDS = ("data", "train", "generate", "evaluate", "run", "report", "bench", "rlpips-train", "rlpips-eval")
 EXPERIMENTS = ("base", "lora_r8")
 
 
@@ -67,3 +67,13 @@ def test_make_rebuilds_table2_when_a_results_file_changes():
     dry = subprocess.run(["make", "-n", "-W", "results/lora_r8/smoke/metrics.csv", "paper/tables/table2.tex"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "cinelora report table2" in dry
+
+
+def test_full_profile_without_inputs_stops_before_work_listing_everything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as err:
+        main(["run", "--config", str(ROOT / "experiments" / "robust_lpips_r8" / "config.yaml"), "--profile", "full"])
+    message = str(err.value)
+    for missing in ("data.train", "eval.domains.actors", "perceptual.heads", "eval.i3d_weights", "eval.clip_model"):
+        assert missing in message
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()

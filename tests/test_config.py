@@ -88,3 +88,13 @@ def test_hash_is_stable_and_sensitive(tmp_path: Path):
 def test_unknown_profile_is_rejected():
     with pytest.raises(ConfigError, match="profile"):
         load_config(LORA_R8, "huge")
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if yaml.safe_load(p.read_text())["parent"]],
+                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_ablation_differs_from_its_parent_exactly_in_the_keys_it_declares(path: Path, profile: str):
+    cfg = load_config(path, profile)
+    parent = load_config(ROOT / "experiments" / cfg.parent / "config.yaml", profile)
+    changed = set(config_diff(parent, cfg)) - {"name", "parent", "varies"}
+    assert changed == set(cfg.varies)

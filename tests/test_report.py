@@ -1,131 +1,401 @@
-"""Table 2 from a small committed results tree, and the bootstrap CI behind every table cell."""
+"""The report (results/ → paper/) on a small committed results tree: snapshots a reviewer can read, byte-stable
+rebuilds, the statistics behind each cell, the Makefile's dependency graph, and the paper's use of every output.
+
+Fixture `tests/fixtures/results/` (smoke profile, seed 0): the four methods and two ablations on `cinematic` (6
+clips) and `actors` (3 clips), LPIPS and CLIP-SIM per clip clean and attacked, FVD per domain; training logs of the
+three trained methods; tiny sample strips; a true-size bench (`bench/*_h100.*`, one OOM case).
+"""
 from __future__ import annotations
 
+import importlib
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from cinelora import results
-from cinelora.report import bootstrap_mean_ci
-from cinelora.report.table2 import main, make_table2
-from cinelora.results import Metric, read_metrics, read_results, write_metrics
+from cinelora import cli
+from cinelora.config import PROFILES, load_config
+from cinelora.report import bootstrap_mean_ci, figures, numbers, provenance_list, table2, table3, table4
+from cinelora.results import read_metrics, read_results, write_metrics
 
+REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RESULTS = FIXTURES / "results"  # lora_r8 and lpips_r8 at smoke: 2 domains x 3 clips of lpips
-SNAPSHOT = FIXTURES / "table2_expected.tex"
+RESULTS = FIXTURES / "results"
+SNAPSHOTS = {"table2": FIXTURES / "table2_expected.tex", "table3": FIXTURES / "table3_expected.tex",
+             "table4": FIXTURES / "table4_expected.tex", "numbers": FIXTURES / "numbers_expected.tex",
+             "provenance": FIXTURES / "provenance_expected.tsv"}
+TABLE_MAINS = {"table2": table2.main, "table3": table3.main, "table4": table4.main, "numbers": numbers.main,
+               "provenance": provenance_list.main}
+FIGURE_MAINS = {"frame_strips": figures.frame_strips_main, "training_curves": figures.training_curves_main,
+                "domain_bars": figures.domain_bars_main}
 
 
 @pytest.fixture(scope="module")
-def metrics():
+def metrics() -> pd.DataFrame:
     return read_results(RESULTS)
 
 
-def body_rows(table: str) -> dict[str, list[str]]:
-    """Experiment name -> its cells, from the tabular body."""
+@pytest.fixture(scope="module")
+def configs() -> table3.Configs:
+    return table3.read_configs(RESULTS)
+
+
+def body_rows(table: str) -> dict[tuple[str, str], list[str]]:
+    """(first column, run name) -> the remaining cells of each `\\texttt{run}` row of a tabular."""
+    rows, first = {}, ""
+    for line in table.splitlines():
+        match = re.match(r"(.*?) ?& \\texttt\{(.+?)\} & (.*) \\\\$", line)
+        if match:
+            first = match[1] or first
+            rows[first, match[2].replace("\\_", "_")] = match[3].split(" & ")
+    return rows
+
+
+def ablation_rows(table: str) -> dict[str, list[str]]:
     rows = {}
     for line in table.splitlines():
-        match = re.match(r"\\texttt\{(.+?)\} & (.*) \\\\$", line)
+        match = re.match(r"(?:\\quad)?\\texttt\{(.+?)\}(?: \(parent\))? & (.*) \\\\$", line)
         if match:
             rows[match[1].replace("\\_", "_")] = match[2].split(" & ")
     return rows
+
+
+def clip_values(metrics: pd.DataFrame, experiment: str, domain: str, metric: str,
+                condition: str = "clean") -> pd.Series:
+    rows = metrics.query("experiment == @experiment and domain == @domain and metric == @metric "
+                         "and condition == @condition")
+    return rows.set_index("clip")["value"].sort_index()
+
+
+# --- the fixture and the snapshots -------------------------------------------------------------------------------
 
 
 def test_fixture_metrics_are_in_the_canonical_written_form(metrics, tmp_path):
     for path in sorted(RESULTS.glob("*/*/metrics.csv")):
         write_metrics(read_metrics([path]).to_dict("records"), tmp_path / "rewritten.csv")
         assert (tmp_path / "rewritten.csv").read_bytes() == path.read_bytes()
-    assert len(metrics) == 2 * 2 * 3
+    assert len(metrics) == 6 * (9 * 2 * 2 + 2 * 2 * 2)
 
 
-def test_table2_matches_the_committed_snapshot(metrics):
-    assert make_table2(metrics) == SNAPSHOT.read_text()
-
-
-def test_table2_main_writes_the_same_bytes_twice(tmp_path):
-    out = tmp_path / "tables" / "table2.tex"
-    main(RESULTS, out)
+@pytest.mark.parametrize("name", sorted(TABLE_MAINS))
+def test_output_matches_its_snapshot_and_rebuilds_byte_for_byte(name, tmp_path, monkeypatch):
+    # Relative paths, as the Makefile runs it from the repository root: file names in the outputs stay portable.
+    monkeypatch.chdir(FIXTURES)
+    out = tmp_path / "out" / SNAPSHOTS[name].name
+    TABLE_MAINS[name](Path("results"), out)
     first = out.read_bytes()
-    main(RESULTS, out)
-    assert out.read_bytes() == first == SNAPSHOT.read_bytes()
-    assert [p.name for p in out.parent.iterdir()] == ["table2.tex"]
+    TABLE_MAINS[name](Path("results"), out)
+    assert out.read_bytes() == first == SNAPSHOTS[name].read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
 
 
-def test_table2_does_not_depend_on_row_order(metrics):
+@pytest.mark.parametrize("name", sorted(FIGURE_MAINS))
+def test_figures_rebuild_byte_for_byte_with_fonts_embedded_and_a_png_copy(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    pdf = tmp_path / f"{name}.pdf"
+    FIGURE_MAINS[name](RESULTS, pdf)
+    first = pdf.read_bytes(), pdf.with_suffix(".png").read_bytes()
+    FIGURE_MAINS[name](RESULTS, pdf)
+    assert (pdf.read_bytes(), pdf.with_suffix(".png").read_bytes()) == first
+    assert b"/FontFile2" in first[0] and b"CreationDate" not in first[0] and b"Matplotlib" not in first[0]
+    assert first[1].startswith(b"\x89PNG") and b"Software" not in first[1]
+
+
+def test_tables_do_not_depend_on_row_order(metrics, configs):
     shuffled = metrics.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    assert make_table2(shuffled) == make_table2(metrics)
+    assert table2.make_table2(shuffled) == table2.make_table2(metrics)
+    assert table3.make_table3(shuffled, configs) == table3.make_table3(metrics, configs)
 
 
-def test_table2_bolds_the_lower_lpips_mean_of_each_domain(metrics):
-    rows = body_rows(make_table2(metrics))
-    means = metrics.groupby(["domain", "experiment"])["value"].mean()
-    for column, domain in enumerate(["actors", "cinematic"]):
-        best = means[domain].idxmin()
-        bold = [exp for exp, cells in rows.items() if r"\mathbf" in cells[column]]
-        assert bold == [best]
-    # The fixture is built so each method wins one domain: a column-blind bold would fail above.
-    assert means["actors"].idxmin() != means["cinematic"].idxmin()
+# --- Table 2 -------------------------------------------------------------------------------------------------------
 
 
-def test_table2_cells_show_mean_and_half_width_of_the_ci(metrics):
-    cells = body_rows(make_table2(metrics))
-    values = metrics.query("experiment == 'lora_r8' and domain == 'actors'")["value"].to_numpy()
+def test_table2_cells_are_bootstrap_means_and_fvd_shows_its_sample_size(metrics):
+    rows = body_rows(table2.make_table2(metrics))
+    held_out = "actors (held out)"
+    values = clip_values(metrics, "lora_r8", "actors", "lpips").to_numpy()
     ci = bootstrap_mean_ci(values)
-    assert cells["lora_r8"][0] == f"${ci.mean:.3f} \\pm {(ci.high - ci.low) / 2:.3f}$"
+    assert rows[held_out, "lora_r8"][2] == f"${ci.mean:.3f} \\pm {ci.half_width:.3f}$"  # the baseline: no mark
+    assert rows["cinematic (fine-tuning)", "base"][0] == "$410.0$ (N=6)"
+    assert rows[held_out, "base"][0] == "$460.0$ (N=3)"
+    assert list(rows) == [(d, m) for d in ("cinematic (fine-tuning)", held_out) for m in table2.METHODS]
 
 
-def test_table2_caption_labels_smoke_numbers_and_counts_clips(metrics):
-    table = make_table2(metrics)
-    assert r"\label{tab:cross-domain}" in table and r"\begin{tabular}{lcc}" in table
-    assert "over 3 clips $\\times$ 1 seed" in table
-    assert "Profiles: smoke." in table and "not evidence" in table and "not full-scale numbers" in table
+def test_table2_bolds_the_best_mean_of_each_domain_and_metric(metrics):
+    rows = body_rows(table2.make_table2(metrics))
+    for domain, label in (("cinematic", "cinematic (fine-tuning)"), ("actors", "actors (held out)")):
+        for column, metric in enumerate(table2.TABLE2_METRICS):
+            means = {m: clip_values(metrics, m, domain, metric).mean() for m in table2.METHODS}
+            best = (min if metric != "clip_sim" else max)(means, key=means.get)
+            assert [m for m in table2.METHODS if r"\mathbf" in rows[label, m][column]] == [best]
+    # The fixture is built so different methods win different columns: a column-blind bold would fail above.
+    assert len({m for cells in rows.values() for m in cells if r"\mathbf" in m}) > 2
 
 
-def test_table2_from_full_runs_carries_no_scale_warning(metrics):
-    table = make_table2(metrics.assign(profile="full"))
-    assert "Profiles: full." in table and "not full-scale" not in table and "profile: full" in table
-
-
-def test_table2_keeps_profiles_apart_and_bolds_within_each(metrics):
-    mixed = metrics.copy()
-    mixed.loc[mixed["experiment"] == "lpips_r8", "profile"] = "proxy"
-    table = make_table2(mixed)
-    assert table.index("profile: proxy") < table.index(r"\texttt{lpips\_r8}") < table.index("profile: smoke")
-    assert "Profiles: proxy, smoke." in table and "Proxy:" in table and "Smoke:" in table
-    assert r"\mathbf" not in table  # one method per profile: nothing to be best against
-
-
-def test_table2_marks_a_single_value_and_a_missing_cell(metrics):
-    one = metrics[~((metrics["experiment"] == "lora_r8") & (metrics["domain"] == "actors") & (metrics["clip"] != "0000"))]
-    one = one[~((one["experiment"] == "lpips_r8") & (one["domain"] == "cinematic"))]
-    rows = body_rows(make_table2(one))
-    assert rows["lora_r8"][0] == "$0.412$ (n=1)"
-    assert rows["lpips_r8"][1] == "--"
-
-
-def test_table2_bolds_the_higher_mean_for_a_higher_is_better_metric(metrics, monkeypatch):
-    monkeypatch.setitem(results.METRICS, "clip_sim", Metric(label="CLIP-SIM", direction="higher", decimals=3,
-                                                            unit="cosine"))
-    both = metrics.assign(metric="clip_sim")
-    table = make_table2(pd.concat([metrics, both], ignore_index=True), metric_names=("lpips", "clip_sim"))
+def test_table2_marks_differences_from_the_baseline_by_the_paired_test_named_in_the_caption(metrics):
+    table = table2.make_table2(metrics)
     rows = body_rows(table)
-    assert "CLIP-SIM $\\uparrow$" in table
-    # Same numbers, opposite direction: the other method wins each clip_sim column.
-    lpips_winner = [exp for exp, cells in rows.items() if r"\mathbf" in cells[0]]
-    clip_sim_winner = [exp for exp, cells in rows.items() if r"\mathbf" in cells[1]]
-    assert len(lpips_winner) == len(clip_sim_winner) == 1 and lpips_winner != clip_sim_winner
+    for domain, label, test in (("cinematic", "cinematic (fine-tuning)", stats.wilcoxon),
+                                ("actors", "actors (held out)", stats.ttest_rel)):
+        base = clip_values(metrics, "lora_r8", domain, "lpips")
+        for method in ("base", "lpips_r8", "robust_lpips_r8"):
+            other = clip_values(metrics, method, domain, "lpips")
+            p = (test(other - base) if test is stats.wilcoxon else test(other, base)).pvalue
+            assert rows[label, method][2].endswith("^{*}$") == (p < 0.05), (domain, method, p)
+    assert "two-sided Wilcoxon signed-rank or paired t-test (3--6 clips" in table
+    assert r"differs from \texttt{lora\_r8} on the same clips at $p < 0.05$" in table
+    assert "no correction for multiple comparisons" in table
 
 
-def test_table2_without_rows_for_its_metrics_says_so(metrics):
+def test_table2_caption_labels_smoke_and_proxy_and_keeps_profiles_apart(metrics):
+    table = table2.make_table2(metrics)
+    assert "Profiles: smoke." in table and "not evidence" in table and "not full-scale numbers" in table
+    mixed = metrics.copy()
+    mixed.loc[mixed["experiment"].isin(["lpips_r8", "robust_lpips_r8"]), "profile"] = "proxy"
+    table = table2.make_table2(mixed)
+    assert table.index("profile: proxy") < table.index(r"\texttt{robust\_lpips\_r8}") < table.index("profile: smoke")
+    assert "Profiles: proxy, smoke." in table and "Proxy:" in table and "Smoke:" in table
+    full = table2.make_table2(metrics.assign(profile="full"))
+    assert "Profiles: full." in full and "not full-scale" not in full
+
+
+def test_table2_ties_missing_cells_single_clips_and_empty_input(metrics):
+    ties = metrics.assign(value=0.5)
+    assert r"\mathbf" not in table2.make_table2(ties)  # when every method ties, none is best
+    one = metrics[~((metrics["experiment"] == "lora_r8") & (metrics["domain"] == "actors")
+                    & ~metrics["clip"].isin(["a0", "all"]))]
+    one = one[~((one["experiment"] == "lpips_r8") & (one["domain"] == "actors") & (one["metric"] == "fvd"))]
+    rows = body_rows(table2.make_table2(one))
+    value = clip_values(metrics, "lora_r8", "actors", "lpips")["a0"]
+    assert rows["actors (held out)", "lora_r8"][2] == f"${value:.3f}$ (1 clip)"
+    assert rows["actors (held out)", "lpips_r8"][0] == "--"
     with pytest.raises(ValueError, match="no clean rows"):
-        make_table2(metrics.assign(condition="attacked"))
+        table2.make_table2(metrics.assign(condition="attacked"))
 
 
-def test_table2_main_without_results_names_the_expected_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match="<experiment>/<profile>/metrics.csv"):
-        main(tmp_path, tmp_path / "table2.tex")
+# --- Table 3 -------------------------------------------------------------------------------------------------------
+
+
+def test_table3_lists_each_ablation_under_its_parent_with_what_it_varies(metrics, configs):
+    table = table3.make_table3(metrics, configs)
+    order = [table.index(s) for s in (r"\texttt{robust\_lpips\_r8} (parent)", r"\quad\texttt{robust\_lpips\_r4}",
+                                      r"\texttt{lora.rank} 8 $\to$ 4", r"\quad\texttt{robust\_lpips\_r8\_noadv}",
+                                      r"\texttt{adversarial.enabled} true $\to$ false")]
+    assert order == sorted(order)
+    assert "held-out domains (actors)" in table and r"$\epsilon = 4/255$" in table
+    assert set(table3.ablations(configs)) == {("smoke", "robust_lpips_r4"), ("smoke", "robust_lpips_r8_noadv")}
+
+
+def test_table3_robustness_is_the_per_clip_attacked_minus_clean_change_tested_against_the_parent(metrics, configs):
+    rows = ablation_rows(table3.make_table3(metrics, configs))
+    delta = {e: clip_values(metrics, e, "actors", "lpips", "attacked") - clip_values(metrics, e, "actors", "lpips")
+             for e in ("robust_lpips_r8", "robust_lpips_r4", "robust_lpips_r8_noadv")}
+    for experiment, values in delta.items():
+        ci = bootstrap_mean_ci(values.to_numpy())
+        assert rows[experiment][2].startswith(f"${ci.mean:.4f} \\pm {ci.half_width:.4f}")
+        clean = clip_values(metrics, experiment, "actors", "lpips")
+        assert rows[experiment][0].startswith(f"${clean.mean():.3f}")
+    for experiment in ("robust_lpips_r4", "robust_lpips_r8_noadv"):
+        p = stats.ttest_rel(delta[experiment], delta["robust_lpips_r8"]).pvalue
+        assert rows[experiment][2].endswith("^{*}$") == (p < 0.05)
+    assert not any(cell.endswith("^{*}$") for cell in rows["robust_lpips_r8"])
+
+
+def test_table3_without_the_parent_run_or_without_ablations(metrics, configs):
+    orphan = metrics[metrics["experiment"] != "robust_lpips_r8"]
+    table = table3.make_table3(orphan, configs)
+    assert ablation_rows(table)["robust_lpips_r8"] == ["--"] * 4 and "^{*}" not in table
+    with pytest.raises(ValueError, match="no ablation"):
+        table3.make_table3(metrics, {k: v for k, v in configs.items() if k[1] in table2.METHODS})
+
+
+# --- Table 4 -------------------------------------------------------------------------------------------------------
+
+
+def test_table4_reads_the_bench_and_the_training_runs_and_says_not_measured(tmp_path):
+    rows = table4.table4_rows(table4.read_compute(RESULTS))
+    by_label = {r.label: r for r in rows}
+    baseline = by_label["h100: NVIDIA H100 80GB HBM3 baseline_480p 81x480x832"]
+    assert baseline.scale == "true size" and baseline.device == "H100 80GB HBM3"
+    assert baseline.cells[2:5] == ("$13.4$", "$53.2$", r"$31.8\%$")
+    assert by_label["h100: NVIDIA H100 80GB HBM3 keepattn_720p 81x720x1280"].cells[2] == "OOM"
+    assert by_label["h100: NVIDIA H100 80GB HBM3 build + cache 81x720x1280"].cells[5] == "$95.0$ / $8.5$"
+    assert [r.label.split()[-2] for r in rows if r.scale == "true size"] == [
+        "cache", "baseline_480p", "keepattn_720p", "offload_720p"]  # build first, then by clip size and case
+    assert by_label["smoke/robust_lpips_r8 training"].cells[2] == "$1.9$"
+    assert by_label["not measured"].scale == "proxy"
+    shutil.copytree(RESULTS, tmp_path / "results", ignore=shutil.ignore_patterns("bench"))
+    table = table4.make_table4(table4.read_compute(tmp_path / "results"))
+    true_size = table[table.index("true size:"):table.index("proxy:")]
+    assert r"LoRA training step & -- & \multicolumn{4}{c}{not measured} \\" in true_size and "H100" not in table
+
+
+# --- figures -------------------------------------------------------------------------------------------------------
+
+
+def test_frame_strips_grid_has_a_ground_truth_row_and_one_row_per_method(tmp_path):
+    profile, paths = figures.strip_paths(RESULTS)
+    assert profile == "smoke" and len(paths) == 4 * 2
+    strips = {k: np.asarray(plt.imread(p) * 255, dtype=np.uint8) for k, p in paths.items()}
+    fig = figures.make_frame_strips(strips, profile)
+    assert len(fig.axes) == (1 + 4) * 2 and "smoke" in fig.get_suptitle()
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["ground truth", *table2.METHODS]
+    plt.close(fig)
+    with pytest.raises(FileNotFoundError, match="samples"):
+        figures.frame_strips_main(tmp_path, tmp_path / "x.pdf")
+
+
+def test_training_curves_mark_the_kept_step_on_the_early_stopping_signal():
+    profile, runs = figures.read_training(RESULTS)
+    assert profile == "smoke" and sorted(runs) == ["lora_r8", "lpips_r8", "robust_lpips_r8"]
+    fig = figures.make_training_curves(runs, profile)
+    perceptual = fig.axes[2]
+    stars = [line for line in perceptual.get_lines() if line.get_marker() == "*"]
+    crosses = [line for line in perceptual.get_lines() if line.get_marker() == "x"]
+    assert sorted((int(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars) == [(4, 0.1), (4, 0.27), (6, 0.25)]
+    assert [(int(c.get_xdata()[0])) for c in crosses] == [8]  # only robust_lpips_r8 stopped early
+    plt.close(fig)
+
+
+def test_domain_bars_error_bars_are_the_bootstrap_cis(metrics):
+    fig = figures.make_domain_bars(metrics)
+    lpips_axis = fig.axes[0]
+    assert lpips_axis.get_title().startswith("LPIPS")
+    heights = [patch.get_height() for patch in lpips_axis.patches]
+    expected = [clip_values(metrics, m, d, "lpips").mean() for m in table2.METHODS for d in ("cinematic", "actors")]
+    assert heights == pytest.approx(expected)
+    caps = sorted({round(y, 9) for line in lpips_axis.lines for y in line.get_ydata()})
+    ci = bootstrap_mean_ci(clip_values(metrics, "lora_r8", "actors", "lpips").to_numpy())
+    assert round(ci.low, 9) in caps and round(ci.high, 9) in caps
+    plt.close(fig)
+
+
+# --- numbers.tex, the paper and provenance ------------------------------------------------------------------------
+
+
+def test_every_macro_is_used_by_the_paper_and_the_paper_uses_every_output(metrics, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    macros = numbers.make_numbers(metrics, numbers.read_summaries(Path("results")),
+                                  table4.read_compute(Path("results")), numbers.figure_inputs(Path("results")),
+                                  Path("results"))
+    paper = (REPO / "paper" / "main.tex").read_text()
+    used = set(re.findall(r"\\([A-Z][A-Za-z]+)", paper))
+    assert all(re.fullmatch(r"[A-Za-z]+", m.name) for m in macros)
+    assert {m.name for m in macros} <= used
+    for output in ("tables/table1", "tables/table2", "tables/table3", "tables/table4", "generated/numbers"):
+        assert rf"\input{{{output}}}" in paper
+    for figure in ("metric_vs_eps", "frame_strips", "training_curves", "domain_bars"):
+        assert rf"\includegraphics[width=\linewidth]{{figures/{figure}.pdf}}" in paper
+    assert re.search(r"proxy.*smoke", paper, re.S) and "not evidence" not in paper  # the macros carry the labels
+
+
+def test_numbers_quote_the_main_method_against_the_baseline(metrics):
+    values = {m.name: m.value for m in numbers.study_macros(metrics, Path("results"))}
+    main, base = (clip_values(metrics, e, "actors", "lpips") for e in ("robust_lpips_r8", "lora_r8"))
+    assert values["MainMinusLoraHeldOutLpips"] == rf"\ensuremath{{{(main - base).mean():.4f}}}"
+    assert values["MainVsLoraP"] == rf"\ensuremath{{{stats.ttest_rel(main, base).pvalue:.2g}}}"
+    assert values["HeldOutLpipsMain"] == rf"\ensuremath{{{main.mean():.3f}}}"
+    assert values["StudyProfile"] == "smoke" and values["StudyHeldOutDomains"] == "actors"
+
+
+def test_numbers_of_metric_robustness_take_the_most_real_profile():
+    two_afc = read_results(FIXTURES / "table1")  # rlpips_metric at proxy and smoke
+    values = {m.name: m.value for m in numbers.metric_macros(two_afc, Path("results"))}
+    proxy = two_afc.query("profile == 'proxy' and metric == '2afc_rlpips' and condition == 'pgd_eps8'")["value"]
+    assert values["MetricProfile"] == "proxy" and values["TwoAfcPgdEps"] == "8"
+    assert values["TwoAfcPgdRlpips"] == rf"\ensuremath{{{proxy.mean() * 100:.1f}}}"
+
+def test_numbers_without_results_define_every_macro_as_not_available(metrics):
+    full = numbers.make_numbers(metrics, numbers.read_summaries(RESULTS), table4.read_compute(RESULTS),
+                                numbers.figure_inputs(RESULTS), Path("results"))
+    empty = numbers.make_numbers(metrics.iloc[:0], {}, table4.ComputeInputs({}, {}, {}), (None, None), Path("results"))
+    assert [m.name for m in empty] == [m.name for m in full]  # the paper still builds, and says n/a
+    assert {m.value for m in empty} == {numbers.NOT_AVAILABLE} and not any(m.sources for m in empty)
+
+
+def test_provenance_names_each_table2_cell_and_the_sha_of_the_run_that_wrote_it(metrics, tmp_path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    provenance_list.main(Path("results"), tmp_path / "provenance.tsv")
+    lines = [line.split("\t") for line in (tmp_path / "provenance.tsv").read_text().splitlines()]
+    assert lines[0] == list(provenance_list.COLUMNS)
+    cells = {(row[1], row[2]) for row in lines if row[0] == "tables/table2.tex"}
+    for (profile, domain, experiment, metric) in table2.table2_cells(metrics):
+        assert (f"{profile}/{domain}/{experiment}/{metric}", f"results/{experiment}/{profile}/metrics.csv") in cells
+    bench = next(row for row in lines if row[2] == "results/bench/steps_h100.csv")
+    assert bench[3:] == ["89abcdef0123456789abcdef0123456789abcdef", "clean", "bench plan full (no experiment config)"]
+    outputs = {row[0] for row in lines[1:]}
+    assert outputs == {"tables/table2.tex", "tables/table3.tex", "tables/table4.tex", "figures/frame_strips.pdf",
+                       "figures/training_curves.pdf", "figures/domain_bars.pdf", "generated/numbers.tex"}
+
+
+# --- Makefile, CLI and configs --------------------------------------------------------------------------------------
+
+
+def _make(workdir: Path, *targets: str) -> str:
+    done = subprocess.run(["make", "--no-print-directory", *targets, f"PY={sys.executable}", "STAMP=stamp"],
+                          cwd=workdir, capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_table2_twice_gives_identical_bytes_and_rebuilds_only_when_an_input_changes(tmp_path):
+    for name in ("Makefile", "cinelora", "requirements.txt", "pyproject.toml"):
+        (tmp_path / name).symlink_to(REPO / name)
+    shutil.copytree(RESULTS, tmp_path / "results")
+    (tmp_path / "stamp").touch()
+    assert "report table2" in _make(tmp_path, "table2")
+    table = tmp_path / "paper" / "tables" / "table2.tex"
+    first = table.read_bytes()
+    assert "report table2" not in _make(tmp_path, "table2")  # up to date: nothing runs
+    os.utime(tmp_path / "results" / "lora_r8" / "smoke" / "metrics.csv")  # a newer input rebuilds it
+    assert "report table2" in _make(tmp_path, "table2")
+    assert table.read_bytes() == first == SNAPSHOTS["table2"].read_bytes()
+
+
+def test_makefile_methods_and_report_rules_match_the_code():
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^METHODS\s*:= (.*)$", makefile, re.M)[1].split() == list(table2.METHODS)
+    curves = re.search(r"^CURVES\s*:= \$\(METHODS\) (\S+)", makefile, re.M)[1]
+    assert (*table2.METHODS, curves) == figures.CURVE_EXPERIMENTS
+    for what in ("table2", "table3", "table4", "numbers", "provenance", "frame-strips", "training-curves",
+                 "domain-bars"):
+        assert f"cinelora report {what} --out" in makefile
+    rules = {line.split(":")[0]: line for line in makefile.splitlines() if line.startswith("$(")}
+    for target, module in (("$(PAPER)/tables/table2.tex", "table2"), ("$(PAPER)/tables/table3.tex", "table3"),
+                           ("$(PAPER)/tables/table4.tex", "table4"), ("$(NUMBERS)", "numbers")):
+        assert f"$(R)/{module}.py" in rules[target]
+
+
+def test_cli_report_dispatches_every_output(tmp_path, monkeypatch):
+    for module, function, default in cli.REPORTS.values():
+        assert callable(getattr(importlib.import_module(f"cinelora.report.{module}"), function))
+        assert default.startswith("paper/")
+    monkeypatch.setattr(cli, "RESULTS_ROOT", RESULTS)
+    cli.main(["report", "table3", "--out", str(tmp_path / "table3.tex")])
+    assert (tmp_path / "table3.tex").read_bytes() == SNAPSHOTS["table3"].read_bytes()
+
+
+def test_the_generator_fine_tunes_on_the_table_domain_in_every_config_and_profile():
+    for path in sorted((REPO / "experiments").glob("*/config.yaml")):
+        for profile in PROFILES:
+            cfg = load_config(path, profile)
+            if cfg.kind != "generator":
+                continue
+            train = Path(cfg.data.train)
+            assert train.parent.name == table2.TRAIN_DOMAIN, (path, profile)
+            assert Path(cfg.eval.domains[table2.TRAIN_DOMAIN]).parent == train.parent, (path, profile)
+
+
+# --- the bootstrap CI behind every cell ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("values", [[0.412, 0.437, 0.398], [0.1, 0.9], [0.3, 0.31, 0.5, 0.2, 0.25, 0.27]])

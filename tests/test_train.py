@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cinelora import flow_matching, lora, models, train
+from cinelora import flow_matching, lora, models, objective, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
 from cinelora.config import load_config
 from cinelora.world import generate_world
@@ -38,10 +38,10 @@ def test_one_step_changes_only_lora_weights(cfg):
     before = {k: v.clone() for k, v in c.transformer.state_dict().items()}
     batch = train._collate([train.VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
                                                    cfg.data.num_frames)[0]])
-    inputs = train._encode_batch(c, batch, torch.device("cpu"), torch.float32)
-    sigmas, noise = train._draw(0, "noise", 0, inputs["latents"], cfg.model.flow_shift)
+    inputs = objective.encode_batch(c, batch, torch.device("cpu"), torch.float32)
+    sigmas, noise = objective.draw_noise(0, "noise", 0, inputs["latents"], cfg.model.flow_shift)
     opt = torch.optim.AdamW(lora.lora_parameters(c.transformer), lr=1e-2)
-    train._flow_loss(c.transformer, inputs, sigmas, noise).backward()
+    objective.objective(c.transformer, c, inputs, sigmas, noise, None, 0.0)[0].backward()
     opt.step()
     after = c.transformer.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -97,3 +97,75 @@ def test_early_stopping_keeps_the_best_lora(cfg, tmp_path):
     assert len(best) == len(saved)
     assert sorted(torch.cat([v.flatten() for v in best.values()]).tolist()) == \
         sorted(torch.cat([v.flatten() for v in saved.values()]).tolist())
+
+
+def _components_and_inputs(cfg):
+    c = models.build_components(cfg.model, seed=cfg.seed)
+    lora.attach_lora(c.transformer, cfg.lora)
+    batch = train._collate([train.VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
+                                                   cfg.data.num_frames)[0]])
+    inputs = objective.encode_batch(c, batch, torch.device("cpu"), torch.float32)
+    sigmas, noise = objective.draw_noise(0, "noise", 0, inputs["latents"], cfg.model.flow_shift)
+    return c, inputs, sigmas, noise
+
+
+def _with(cfg, **sections):
+    return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()})
+
+
+def test_perceptual_loss_sends_gradients_into_the_lora_only(cfg):
+    cfg = _with(cfg, perceptual={"enabled": True, "backbone": "random", "weight": 1.0, "frames": 2})
+    c, inputs, sigmas, noise = _components_and_inputs(cfg)
+    distance = train.PerceptualDistance(cfg.perceptual, cfg.seed, torch.device("cpu"))
+    loss, terms = objective.objective(c.transformer, c, inputs, sigmas, noise, distance, 1.0)
+    terms["perceptual"].backward()  # the perceptual term alone
+    named = dict(c.transformer.named_parameters())
+    assert all(p.grad is None for n, p in named.items() if "lora_" not in n)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in named.items() if "lora_B" in n)
+    assert all(p.grad is None for p in distance.model.parameters()) and all(p.grad is None for p in c.vae.parameters())
+
+
+def test_adversarial_conditioning_touches_no_parameter_state(cfg):
+    cfg = _with(cfg, adversarial={"enabled": True, "eps_255": 8.0, "step_255": 4.0, "steps": 2})
+    c, inputs, sigmas, noise = _components_and_inputs(cfg)
+    opt = torch.optim.AdamW(lora.lora_parameters(c.transformer), lr=1e-3)
+    loss_clean, _ = objective.objective(c.transformer, c, inputs, sigmas, noise, None, 0.0)
+    frames = inputs["video"].shape[2]
+
+    def loss_of_frame(first):
+        condition, image = objective.encode_condition(c, first, frames, torch.float32)
+        return objective.objective(c.transformer, c, {**inputs, "condition": condition, "image": image},
+                                sigmas, noise, None, 0.0)[0]
+
+    adv = train.attack_condition(loss_of_frame, inputs["first"], cfg.adversarial)
+    assert all(p.grad is None for p in c.transformer.parameters()) and not opt.state  # the attack left no trace
+    assert (adv - inputs["first"]).abs().max() <= 2 * 8 / 255 + 1e-6 and adv.min() >= -1 and adv.max() <= 1
+    assert loss_of_frame(adv).item() > loss_clean.item()
+    loss, terms = train._training_loss(c.transformer, c.transformer, c, inputs, sigmas, noise, cfg, None)
+    loss.backward()
+    opt.step()
+    lora_ids = {id(p) for p in lora.lora_parameters(c.transformer)}
+    assert {id(p) for p in opt.state} <= lora_ids
+    assert all(p.grad is None for n, p in c.transformer.named_parameters() if "lora_" not in n)
+    assert "adversarial" in terms
+
+
+def test_early_stopping_stops_at_the_right_step_on_a_scripted_sequence():
+    state = train.TrainerState()
+    values = [1.0, 0.9, 0.95, 0.891, 0.93, 0.94, 0.5]
+    stopped_at = None
+    for step, value in enumerate(values, start=1):
+        train.early_stop_update(state, value, step, patience=2, min_delta=0.005)
+        if state.stopped_early:
+            stopped_at = step
+            break
+    assert stopped_at == 6 and state.best_step == 4 and state.best_val == 0.891
+
+
+def test_training_with_every_term_runs_and_logs_them(cfg, tmp_path):
+    full = _with(cfg, perceptual={"enabled": True, "backbone": "random", "frames": 2},
+                 adversarial={"enabled": True, "steps": 1, "clean_weight": 0.5},
+                 train={"steps": 2, "early_stop_metric": "perceptual"})
+    result = _run(full, tmp_path)
+    log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert result.steps == 2 and {"flow", "perceptual", "adversarial", "clean", "val_perceptual"} <= log[-1].keys()

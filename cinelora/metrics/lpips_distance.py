@@ -1,20 +1,30 @@
 """LPIPS (Zhang et al. 2018, arXiv 1801.03924) through the `lpips` package, version 0.1 linear heads.
 
-The package ships the linear heads; the trunk comes from torchvision's standard weight file in the torch
-hub cache (`backbone="torchvision"`), and is never downloaded here: a missing file is one clear error.
-`backbone="random"` builds a seeded random trunk (`pnet_rand=True`): smoke scale only, and every result
-written with it says so (`lpips_backbone` in the resolved config and provenance).
+The trunk comes from torchvision's standard weight file in the torch hub cache (`backbone="torchvision"`),
+and is never downloaded here: a missing file is one clear error. `backbone="random"` builds a seeded random
+trunk (`pnet_rand=True`): smoke/proxy scale only, and every result written with it says so.
+
+Linear heads (the five 1×1 convolutions `lin0..lin4`, seven for squeeze) come from one place whatever their
+origin: `heads=""` reads the package's shipped v0.1 file (a torch pickle, read with `weights_only=True` and
+converted), any other value names a safetensors file this project trained (`save_heads`, same state-dict
+keys as the package, e.g. `lin0.model.1.weight`; a "tune" file also holds the trunk as `net.*`).
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import lpips
 import torch
+from safetensors.torch import load_file, save
 
 from cinelora import seeding
+from cinelora.results import atomic_write_bytes, atomic_write_text
 
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+SHIPPED_HEADS_DIR = Path(lpips.__file__).parent / "weights" / "v0.1"
+BACKBONES = ("torchvision", "random")
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -25,22 +35,87 @@ def trunk_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES[net]
 
 
-def build_lpips(net: str, backbone: str, seed: int) -> lpips.LPIPS:
-    """A frozen LPIPS model in eval mode; inputs [N, 3, H, W] in [-1, 1]."""
+def new_lpips(net: str, backbone: str, seed: int, *, tune: bool = False) -> lpips.LPIPS:
+    """LPIPS with randomly initialised (seeded) linear heads, in train mode: the start of head training.
+
+    Heads keep the package's dropout (as LPIPS trains them), so state-dict keys match the shipped files.
+    `tune=True` also makes the trunk trainable. The same (net, backbone, seed) always gives the same heads
+    and random trunk, so natural and adversarial training start from identical weights.
+    """
+    if net not in TRUNK_FILES:
+        raise ValueError(f"LPIPS net: found {net!r}, expected one of {list(TRUNK_FILES)}")
     if backbone == "torchvision":
         path = trunk_path(net)
         if not path.is_file():
             raise MissingWeightsError(
                 f"LPIPS '{net}' needs torchvision's trunk weights at {path} (file {TRUNK_FILES[net]}); "
-                "copy it there (or set TORCH_HOME), or use eval.lpips_backbone: random for smoke runs")
-        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=False, verbose=False)
-    elif backbone == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeding.derive_seed(seed, "lpips_init"))
-            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
-    else:
-        raise ValueError(f"eval.lpips_backbone: found {backbone!r}, expected 'torchvision' or 'random'")
+                "copy it there (or set TORCH_HOME), or use a `random` backbone for smoke/proxy runs")
+    elif backbone != "random":
+        raise ValueError(f"LPIPS backbone: found {backbone!r}, expected one of {list(BACKBONES)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeding.derive_seed(seed, "lpips_init"))
+        return lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=backbone == "random",
+                           pnet_tune=tune, use_dropout=True, eval_mode=False, verbose=False)
+
+
+def read_heads(net: str, heads: str | Path = "") -> dict[str, torch.Tensor]:
+    """Head state dict: the package's shipped v0.1 heads for `heads=""`, else a project safetensors file."""
+    if not str(heads):
+        return torch.load(SHIPPED_HEADS_DIR / f"{net}.pth", map_location="cpu", weights_only=True)
+    path = Path(heads)
+    if not path.is_file():
+        raise MissingWeightsError(f"LPIPS heads file {path} is missing: train it with `python -m cinelora "
+                                  "rlpips-train` (it writes heads_*.safetensors), or use '' for the shipped heads")
+    return load_file(path)
+
+
+def _is_head_key(key: str) -> bool:
+    # `lins.<i>.*` aliases `lin<i>.*` (the package keeps both a ModuleList and attributes); files use `lin<i>`.
+    return re.match(r"lin\d+\.", key) is not None
+
+
+def _head_keys(model: lpips.LPIPS) -> set[str]:
+    return {k for k in model.state_dict() if _is_head_key(k)}
+
+
+def load_heads(model: lpips.LPIPS, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy heads (and, for a "tune" file, the trunk `net.*`) into `model`; every head key must be present."""
+    expected = _head_keys(model)
+    allowed = expected | {k for k in model.state_dict() if k.startswith("net.")}
+    missing, unexpected = expected - state.keys(), state.keys() - allowed
+    if missing or unexpected:
+        raise ValueError(f"{source}: LPIPS '{model.pnet_type}' heads: missing keys {sorted(missing)}, "
+                         f"unexpected keys {sorted(unexpected)}")
+    model.load_state_dict(state, strict=False)
+
+
+def build_lpips(net: str, backbone: str, seed: int, heads: str | Path = "") -> lpips.LPIPS:
+    """A frozen LPIPS model in eval mode; inputs [N, 3, H, W] in [-1, 1], output [N, 1, 1, 1].
+
+    `heads`: "" = the package's shipped v0.1 heads, else a safetensors file written by `save_heads`.
+    """
+    model = new_lpips(net, backbone, seed)
+    load_heads(model, read_heads(net, heads), str(heads) or f"shipped {net}.pth")
     return model.eval().requires_grad_(False)
+
+
+def save_heads(model: lpips.LPIPS, path: str | Path, *, mode: str, training: str, data: str, backbone: str,
+               attack: dict | None = None) -> None:
+    """Write the heads (mode "lin"; "tune" adds the trunk) as safetensors plus a `<stem>.json` sidecar.
+
+    Sidecar: net, version, mode, training ("natural" | "adversarial"), attack (norm, target, eps and steps
+    with their units; null when natural), data (which 2AFC data, proxy or real), backbone, keys.
+    """
+    if mode not in ("lin", "tune") or training not in ("natural", "adversarial"):
+        raise ValueError(f"save_heads: mode {mode!r} / training {training!r}; expected lin|tune / natural|adversarial")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if _is_head_key(k) or (mode == "tune" and k.startswith("net."))}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
+    sidecar = {"weights": path.name, "net": model.pnet_type, "version": "0.1", "mode": mode, "training": training,
+               "attack": attack, "data": data, "backbone": backbone, "keys": sorted(state)}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
 
 
 @torch.no_grad()

@@ -1,131 +1,214 @@
-"""Paper Table 2, cross-domain generalization: methods × (domain, metric) on clean conditions.
+"""Paper Table 2, cross-domain generalization: the study's methods on every evaluation domain (clean frames).
 
-Each cell is the mean over (clip, seed) values with ± half the width of its 95% bootstrap CI; the best
-mean of each column within a profile is bold. Rows are grouped by profile (full, proxy, smoke) and the
-caption says which profiles the numbers come from, so smoke or proxy numbers never pass for full ones.
+Rows: per profile (full, proxy, smoke), per domain (the fine-tuning domain first, then the held-out ones), one
+row per method. Columns: FVD with its sample size N (one value per domain: no CI), CLIP-SIM and LPIPS as the
+mean over clips (and seeds) ± half the width of the 95% bootstrap CI. Bold: the best mean of a column within a
+(profile, domain) block. ${}^{*}$: the per-clip values differ from the `lora_r8` baseline on the same clips
+(`cinelora.stats.paired_test`, two-sided, p < 0.05); the caption names the tests used.
+
+The study's constants (methods, baseline, fine-tuning domain) and the per-clip helpers that Table 3, the
+figures and `numbers.tex` share live here too.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cinelora.config import PROFILES
-from cinelora.report import CONFIDENCE, N_RESAMPLES, MeanCI, bootstrap_mean_ci, latex_escape
+from cinelora.report import latex_escape
 from cinelora.results import KEY_COLUMNS, METRICS, atomic_write_text, read_results
+from cinelora.stats import CONFIDENCE, N_RESAMPLES, MeanCI, PairedTest, bootstrap_mean_ci, paired_test
 
-TABLE2_METRICS = ("lpips",)  # column order; a metric appears when it is in the results
+METHODS = ("base", "lora_r8", "lpips_r8", "robust_lpips_r8")  # DESIGN §1, row order; ablations are Table 3's
+BASELINE = "lora_r8"  # significance marks compare each method with the plain flow-matching LoRA
+MAIN = "robust_lpips_r8"
+# The generator fine-tunes on this domain only (data.train of every generator config; a test checks it).
+TRAIN_DOMAIN = "cinematic"
+TABLE2_METRICS = ("fvd", "clip_sim", "lpips")  # column order
 CONDITION = "clean"
-_ARROWS = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
-_PROFILE_NOTES = {
+ALPHA = 0.05
+ARROWS = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
+PROFILE_NOTES = {
     "proxy": "Proxy: a small Wan pre-trained by this project on its procedural world and scored by "
              "evaluators trained there; proxy-scale numbers, not Wan2.1-14B ones.",
     "smoke": "Smoke: random-weight tiny models; a pipeline check only, not evidence.",
 }
 
-Row = tuple[str, str]  # (profile, experiment)
-Column = tuple[str, str]  # (domain, metric)
+Key = tuple[str, str, str, str]  # (profile, domain, experiment, metric)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: the mean and CI of its values, and how many clips and seeds they come from."""
+    """One table cell: mean (and CI for per-clip metrics), the clips and seeds behind it, and the paired test
+    against the baseline (None for FVD, for the baseline itself, or when the baseline has no such cell)."""
 
     ci: MeanCI
     clips: int
     seeds: int
+    test: PairedTest | None
 
 
-def _cells(clean: pd.DataFrame) -> dict[tuple[Row, Column], Cell]:
-    cells = {}
-    for (profile, experiment, domain, metric), group in clean.groupby(
-            ["profile", "experiment", "domain", "metric"], sort=True):
-        cells[(profile, experiment), (domain, metric)] = Cell(
-            bootstrap_mean_ci(group["value"].to_numpy()), group["clip"].nunique(), group["seed"].nunique())
+def domain_sort_key(domain: str) -> tuple[int, str]:
+    """The fine-tuning domain first, then the held-out domains alphabetically."""
+    return (0 if domain == TRAIN_DOMAIN else 1, domain)
+
+
+def domain_label(domain: str) -> str:
+    return latex_escape(domain) + (" (fine-tuning)" if domain == TRAIN_DOMAIN else " (held out)")
+
+
+def scale_notes(profiles: list[str]) -> str:
+    """The caption sentence that keeps proxy and smoke numbers from passing for full-scale ones."""
+    notes = [PROFILE_NOTES[p] for p in profiles if p in PROFILE_NOTES]
+    return " ".join(["These are not full-scale numbers.", *notes]) if notes else ""
+
+
+def clip_means(values: pd.DataFrame) -> pd.Series:
+    """Per-clip values (seeds averaged) indexed by (domain, clip), sorted; `values` has domain, clip, value."""
+    return values.groupby(["domain", "clip"], sort=True)["value"].mean()
+
+
+def clip_matrix(values: pd.DataFrame) -> np.ndarray:
+    """Values as [n_seeds, n_clips] for `bootstrap_mean_ci` (clips resampled, seeds kept together); seed-averaged
+    [n_clips] when the seeds did not all score the same clips."""
+    table = values.pivot_table(index="seed", columns=["domain", "clip"], values="value", aggfunc="first")
+    table = table.sort_index().sort_index(axis=1)
+    return table.to_numpy() if not table.isna().any().any() else clip_means(values).to_numpy()
+
+
+def paired_on_clips(values: pd.DataFrame, reference: pd.DataFrame) -> PairedTest | None:
+    """`paired_test` of `values` vs `reference` on the (domain, clip) pairs both scored, seeds averaged per clip;
+    None when they share no clip."""
+    a, b = clip_means(values), clip_means(reference)
+    common = a.index.intersection(b.index)
+    return paired_test(a[common].to_numpy(), b[common].to_numpy()) if len(common) else None
+
+
+def significant(test: PairedTest | None) -> bool:
+    return test is not None and test.p_value is not None and test.p_value < ALPHA
+
+
+def tests_sentence(tests: list[PairedTest], reference: str) -> str:
+    """Caption sentence naming the paired tests behind the ${}^{*}$ marks and their numbers of pairs."""
+    used = sorted({(t.test_name, t.n) for t in tests if t.test_name != "none"})
+    if not used:
+        return rf"No paired test against {reference} was possible (too few clips that differ)."
+    pairs = sorted({n for _, n in used})
+    count = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}--{pairs[-1]}"
+    names = " or ".join(sorted({name for name, _ in used}))
+    return (rf"${{}}^{{*}}$: differs from {reference} on the same clips at $p < {ALPHA:g}$, two-sided {names} "
+            rf"({count} clips, seeds averaged per clip; Wilcoxon where at least 6 clips differ, else paired "
+            r"$t$-test; no correction for multiple comparisons).")
+
+
+def table2_cells(metrics: pd.DataFrame) -> dict[Key, Cell]:
+    """Every cell of Table 2 from tidy metrics (columns of `results.METRIC_COLUMNS`), keyed by
+    (profile, domain, experiment, metric); only clean rows of `METHODS` and `TABLE2_METRICS` are used."""
+    rows = metrics[(metrics["condition"] == CONDITION) & metrics["experiment"].isin(list(METHODS))
+                   & metrics["metric"].isin([*TABLE2_METRICS, "fvd_clips"])]
+    # Sorting first makes each cell's bootstrap sample (and so every byte) independent of row order.
+    rows = rows.sort_values(list(KEY_COLUMNS), kind="stable")
+    groups = {key: group for key, group in rows.groupby(["profile", "domain", "experiment", "metric"], sort=True)}
+    cells: dict[Key, Cell] = {}
+    for (profile, domain, experiment, metric), group in groups.items():
+        seeds = group["seed"].nunique()
+        if metric == "fvd":
+            sizes = groups.get((profile, domain, experiment, "fvd_clips"))
+            clips = int(sizes["value"].max()) if sizes is not None else 0
+            cells[profile, domain, experiment, metric] = Cell(
+                MeanCI(float(group["value"].mean()), None, None, len(group), "none"), clips, seeds, None)
+        elif metric != "fvd_clips":
+            baseline = groups.get((profile, domain, BASELINE, metric))
+            test = None if experiment == BASELINE or baseline is None else paired_on_clips(group, baseline)
+            cells[profile, domain, experiment, metric] = Cell(
+                bootstrap_mean_ci(clip_matrix(group)), group["clip"].nunique(), seeds, test)
     return cells
 
 
-def _best_rows(cells: dict[tuple[Row, Column], Cell], rows: list[Row], columns: list[Column]) -> set[tuple[Row, Column]]:
-    """(row, column) pairs holding the best displayed mean of their column within their profile."""
-    best = set()
-    for profile in {p for p, _ in rows}:
-        for column in columns:
-            metric = METRICS[column[1]]
-            shown = {row: round(cells[row, column].ci.mean, metric.decimals)
-                     for row in rows if row[0] == profile and (row, column) in cells}
-            if len(shown) < 2:  # a lone entry is not "best" of anything
-                continue
-            target = (min if metric.direction == "lower" else max)(shown.values())
-            best |= {(row, column) for row, mean in shown.items() if mean == target}
+def best_keys(cells: dict[Key, Cell]) -> set[Key]:
+    """Keys holding the best displayed mean of their (profile, domain, metric) among at least two methods that
+    do not all tie."""
+    best: set[Key] = set()
+    for block in {(p, d, m) for p, d, _, m in cells}:
+        metric = METRICS[block[2]]
+        shown = {key: round(cell.ci.mean, metric.decimals) for key, cell in cells.items()
+                 if (key[0], key[1], key[3]) == block}
+        if len(shown) < 2:  # a lone entry is not "best" of anything
+            continue
+        target = (min if metric.direction == "lower" else max)(shown.values())
+        if any(mean != target for mean in shown.values()):  # when all tie, none is best
+            best |= {key for key, mean in shown.items() if mean == target}
     return best
 
 
-def _format_cell(cell: Cell | None, metric: str, bold: bool) -> str:
+def fixed(value: float, decimals: int) -> str:
+    """`value` with `decimals` digits; a value that rounds to zero prints without a minus sign."""
+    return f"{round(value, decimals) + 0.0:.{decimals}f}"
+
+
+def format_mean_ci(ci: MeanCI, decimals: int, bold: bool = False, mark: bool = False) -> str:
+    """"$0.412 \\pm 0.020$", bold and/or with ${}^{*}$; one clip (no interval): "$0.412$ (1 clip)"."""
+    number = fixed(ci.mean, decimals)
+    if ci.half_width is not None:
+        number += rf" \pm {fixed(ci.half_width, decimals)}"
+    text = (rf"\mathbf{{{number}}}" if bold else number) + ("^{*}" if mark else "")
+    return f"${text}$" + (" (1 clip)" if ci.half_width is None else "")
+
+
+def _format(key: Key, cell: Cell | None, bold: bool) -> str:
     if cell is None:
         return "--"
-    digits = METRICS[metric].decimals
-    if cell.ci.n == 1:
-        number = f"{cell.ci.mean:.{digits}f}"
-        return (rf"$\mathbf{{{number}}}$" if bold else f"${number}$") + " (n=1)"
-    number = rf"{cell.ci.mean:.{digits}f} \pm {cell.ci.half_width:.{digits}f}"
-    return rf"$\mathbf{{{number}}}$" if bold else f"${number}$"
+    if key[3] == "fvd":
+        number = fixed(cell.ci.mean, METRICS["fvd"].decimals)
+        return (rf"$\mathbf{{{number}}}$" if bold else f"${number}$") + f" (N={cell.clips})"
+    return format_mean_ci(cell.ci, METRICS[key[3]].decimals, bold, significant(cell.test))
 
 
-def _header(columns: list[Column]) -> list[str]:
-    domains = sorted({d for d, _ in columns})
-    spans, rules, start = [], [], 2
-    for domain in domains:
-        width = sum(1 for d, _ in columns if d == domain)
-        spans.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(domain)}}}")
-        rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
-        start += width
-    labels = [f"{METRICS[m].label} {_ARROWS[METRICS[m].direction]}" for _, m in columns]
-    return [" & ".join(["", *spans]) + r" \\", " ".join(rules), " & ".join(["Method", *labels]) + r" \\"]
-
-
-def _count(counts: set[int], noun: str) -> str:
+def count_phrase(counts: set[int], noun: str) -> str:
     """"3 clips", "1 seed", or "2--3 clips" when cells differ."""
-    if len(counts) > 1:
-        return f"{min(counts)}--{max(counts)} {noun}s"
-    return f"{min(counts)} {noun}" + ("" if min(counts) == 1 else "s")
+    low, high = min(counts), max(counts)
+    return f"{low}--{high} {noun}s" if low != high else f"{low} {noun}" + ("" if low == 1 else "s")
 
 
-def _caption(profiles: list[str], cells: dict[tuple[Row, Column], Cell]) -> str:
-    clips = _count({c.clips for c in cells.values()}, "clip")
-    seeds = _count({c.seeds for c in cells.values()}, "seed")
-    values = _count({c.ci.n for c in cells.values()}, "value")
-    text = (rf"Cross-domain generalization ({CONDITION} conditioning frames). Each cell: mean $\pm$ half the "
-            rf"width of its {round(CONFIDENCE * 100)}\% bootstrap CI (BCa, {N_RESAMPLES} resamples, percentile where BCa "
-            rf"is undefined) over {clips} $\times$ {seeds} ({values} per cell); "
-            r"$\downarrow$/$\uparrow$: lower/higher is better; bold: best mean of its column within a "
-            rf"profile. Profiles: {', '.join(profiles)}.")
-    notes = [_PROFILE_NOTES[p] for p in profiles if p in _PROFILE_NOTES]
-    if notes:
-        text += " These are not full-scale numbers. " + " ".join(notes)
-    return text
+def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
+    per_clip = [c for k, c in cells.items() if k[3] != "fvd"]
+    fvd = [c for k, c in cells.items() if k[3] == "fvd"]
+    text = (rf"Cross-domain generalization ({CONDITION} conditioning frames): each method on the fine-tuning "
+            r"domain and on domains the LoRA never saw. CLIP-SIM and LPIPS: mean $\pm$ half the width of its "
+            rf"{round(CONFIDENCE * 100)}\% bootstrap CI (BCa, {N_RESAMPLES} resamples, clips resampled, percentile "
+            "where BCa is undefined)")
+    if per_clip:
+        text += (f" over {count_phrase({c.clips for c in per_clip}, 'clip')} $\\times$ "
+                 f"{count_phrase({c.seeds for c in per_clip}, 'seed')}")
+    text += ". "
+    if fvd:
+        text += ("FVD: one value per domain (mean over seeds when there are several), with N, the number of clips "
+                 "behind it; no CI, and FVD from few clips is dominated by its sample-size bias. ")
+    text += (r"$\downarrow$/$\uparrow$: lower/higher is better; bold: best mean of its column within a domain and "
+             "profile. " + tests_sentence([c.test for c in per_clip if c.test is not None],
+                                          rf"\texttt{{{latex_escape(BASELINE)}}}")
+             + f" Profiles: {', '.join(profiles)}.")
+    notes = scale_notes(profiles)
+    return text + (" " + notes if notes else "")
 
 
-def make_table2(metrics: pd.DataFrame, metric_names: Sequence[str] = TABLE2_METRICS) -> str:
+def make_table2(metrics: pd.DataFrame) -> str:
     """Table 2 as a booktabs `table` fragment (label `tab:cross-domain`); a pure function of `metrics`.
 
-    `metrics` has the columns of `results.METRIC_COLUMNS`; only `condition == "clean"` rows of
-    `metric_names` are used. Raises ValueError when none are present.
+    Raises ValueError when `metrics` holds no clean rows of the methods' Table 2 metrics.
     """
-    unknown = [m for m in metric_names if m not in METRICS]
-    if unknown:
-        raise ValueError(f"make_table2: metrics {unknown} are not in results.METRICS")
-    clean = metrics[(metrics["condition"] == CONDITION) & metrics["metric"].isin(list(metric_names))]
-    if clean.empty:
-        raise ValueError(f"make_table2: no {CONDITION} rows for metrics {list(metric_names)}")
-    # Sorting first makes each cell's bootstrap sample (and so every byte) independent of row order.
-    cells = _cells(clean.sort_values(list(KEY_COLUMNS), kind="stable"))
-    rows = sorted({row for row, _ in cells}, key=lambda r: (PROFILES.index(r[0]), r[1]))
-    columns = sorted({column for _, column in cells}, key=lambda c: (c[0], list(metric_names).index(c[1])))
-    bold = _best_rows(cells, rows, columns)
-    profiles = [p for p in PROFILES if any(r[0] == p for r in rows)]
-
+    cells = table2_cells(metrics)
+    if not cells:
+        raise ValueError(f"make_table2: no {CONDITION} rows of metrics {list(TABLE2_METRICS)} for methods "
+                         f"{list(METHODS)}: run their experiments/<name>/run.sh first")
+    bold = best_keys(cells)
+    profiles = [p for p in PROFILES if any(k[0] == p for k in cells)]
+    header = " & ".join(["Domain", "Method", *(f"{METRICS[m].label} {ARROWS[METRICS[m].direction]}"
+                                               for m in TABLE2_METRICS)]) + r" \\"
+    width = len(TABLE2_METRICS) + 2
     lines = [
         r"% Generated by `python -m cinelora report table2` from results/*/*/metrics.csv: do not edit.",
         r"\begin{table}[t]",
@@ -133,15 +216,22 @@ def make_table2(metrics: pd.DataFrame, metric_names: Sequence[str] = TABLE2_METR
         rf"\caption{{{_caption(profiles, cells)}}}",
         r"\label{tab:cross-domain}",
         r"\small",
-        rf"\begin{{tabular}}{{l{'c' * len(columns)}}}",
+        rf"\begin{{tabular}}{{ll{'c' * len(TABLE2_METRICS)}}}",
         r"\toprule",
-        *_header(columns),
+        header,
     ]
     for profile in profiles:
-        lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{profile: {profile}}}}} \\"]
-        for row in (r for r in rows if r[0] == profile):
-            entries = [_format_cell(cells.get((row, c)), c[1], (row, c) in bold) for c in columns]
-            lines.append(" & ".join([rf"\texttt{{{latex_escape(row[1])}}}", *entries]) + r" \\")
+        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\emph{{profile: {profile}}}}} \\"]
+        domains = sorted({k[1] for k in cells if k[0] == profile}, key=domain_sort_key)
+        for i, domain in enumerate(domains):
+            if i:
+                lines.append(r"\addlinespace")
+            methods = [m for m in METHODS if any(k[:3] == (profile, domain, m) for k in cells)]
+            for j, method in enumerate(methods):
+                entries = [_format((profile, domain, method, m), cells.get((profile, domain, method, m)),
+                                   (profile, domain, method, m) in bold) for m in TABLE2_METRICS]
+                first = domain_label(domain) if j == 0 else ""
+                lines.append(" & ".join([first, rf"\texttt{{{latex_escape(method)}}}", *entries]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -156,4 +246,7 @@ def main(results_root: Path, out: Path) -> None:
     atomic_write_text(out, text)
 
 
-__all__ = ["make_table2", "main", "TABLE2_METRICS"]
+__all__ = ["make_table2", "table2_cells", "main", "Cell", "METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN",
+           "TABLE2_METRICS", "PROFILE_NOTES", "domain_sort_key", "domain_label", "scale_notes", "clip_means",
+           "clip_matrix", "paired_on_clips", "significant", "tests_sentence", "fixed", "format_mean_ci", "count_phrase",
+           "best_keys"]

@@ -1,0 +1,49 @@
+"""Before any work starts: every file a generator experiment will read (model folder, data, evaluator
+weights, metric heads) is checked, and all that is missing is reported at once, so a long run never dies
+at its evaluation for want of a file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cinelora import models
+from cinelora.config import ExperimentConfig
+from cinelora.metrics.lpips_distance import trunk_path
+
+
+class MissingInputsError(FileNotFoundError):
+    """One or more inputs of an experiment are absent; the message lists each with where it comes from."""
+
+
+def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> list[str]:
+    """Human-readable lines, one per missing input of the phases asked for."""
+    problems = []
+    model_path = Path(cfg.model.path)
+    if cfg.model.source == "pretrained" and model_path.is_dir():
+        problems += [f"model.path: {m}" for m in models.missing_model_files(model_path)]
+    data = {"data.train": cfg.data.train, "data.val": cfg.data.val} if train else {}
+    if evaluate:
+        data |= {f"eval.domains.{d}": s for d, s in cfg.eval.domains.items()}
+    if not cfg.world.enabled:  # the procedural world is written before use; real data must exist already
+        problems += [f"{key}: {src} does not exist" for key, src in data.items() if not Path(src).exists()]
+    uses_distance = train and (cfg.perceptual.enabled or cfg.train.early_stop_metric == "perceptual")
+    trunks = ({cfg.perceptual.net} if uses_distance and cfg.perceptual.backbone == "torchvision" else set()) | \
+        ({cfg.eval.lpips_net} if evaluate and cfg.eval.lpips_backbone == "torchvision" else set())
+    problems += [f"LPIPS trunk: {trunk_path(net)} (torchvision's file) is missing" for net in sorted(trunks)
+                 if not trunk_path(net).is_file()]
+    heads = {"perceptual.heads": cfg.perceptual.heads} if uses_distance else {}
+    if evaluate:
+        heads["eval.rlpips_heads"] = cfg.eval.rlpips_heads
+    problems += [f"{key}: {path} is missing (run experiments/rlpips_metric for this profile first)"
+                 for key, path in heads.items() if path and not Path(path).is_file()]
+    if evaluate and cfg.eval.i3d_weights != "random" and not Path(cfg.eval.i3d_weights).is_file():
+        problems.append(f"eval.i3d_weights: {cfg.eval.i3d_weights} is missing (pytorch-i3d Kinetics-400 state dict)")
+    if evaluate and cfg.eval.clip_model != "random" and not Path(cfg.eval.clip_model).is_dir():
+        problems.append(f"eval.clip_model: {cfg.eval.clip_model} is missing (a local CLIPModel folder)")
+    return problems
+
+
+def check_inputs(cfg: ExperimentConfig, source: str, *, train: bool, evaluate: bool) -> None:
+    problems = missing_inputs(cfg, train=train, evaluate=evaluate)
+    if problems:
+        raise MissingInputsError(f"{source} (profile {cfg.profile}) cannot start; missing inputs:\n  - "
+                                 + "\n  - ".join(problems))

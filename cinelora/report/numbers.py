@@ -1,0 +1,237 @@
+"""Every number the paper's prose quotes, as LaTeX macros in `paper/generated/numbers.tex` (remodnav's pattern).
+
+The prose types no number: it writes `\\HeldOutLpipsMain` and this module defines it from results/. Each macro
+knows the results files it comes from (`make provenance` lists them). A number without data expands to "n/a".
+Groups: the generator study at its most real profile (held-out LPIPS / CLIP-SIM per method, the main method
+against the baseline with a paired test, robustness), training facts, metric robustness (Table 1's 2AFC
+scores), and true-size compute from `results/bench/`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cinelora.config import PROFILES
+from cinelora.report import figures, latex_escape
+from cinelora.report.figures_metric import figure_profile
+from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
+from cinelora.report.table2 import (
+    BASELINE, MAIN, METHODS, PROFILE_NOTES, TRAIN_DOMAIN, clip_matrix, clip_means, count_phrase, fixed,
+    paired_on_clips,
+)
+from cinelora.report.table3 import held_out_values
+from cinelora.report.table4 import SCALES, ComputeInputs, read_compute
+from cinelora.results import KEY_COLUMNS, atomic_write_text, read_results
+from cinelora.stats import bootstrap_mean_ci
+
+NOT_AVAILABLE = "n/a"
+METHOD_NAMES = {"base": "Base", "lora_r8": "Lora", "lpips_r8": "Lpips", "robust_lpips_r8": "Main"}  # macro suffixes
+SCALE_MEANINGS = {"full": "Full: Wan2.1-I2V-14B scored with the published evaluator weights.", **PROFILE_NOTES}
+METRIC_MEANINGS = {
+    "full": "Full: BAPPS 2AFC sets (human judgments) with the ImageNet AlexNet trunk.",
+    "proxy": "Proxy: procedural 2AFC patches with judgments derived from distortion severity and a random AlexNet "
+             "trunk; not BAPPS numbers.",
+    "smoke": "Smoke: a tiny procedural 2AFC set, a few training steps and a random trunk; a pipeline check only, "
+             "not evidence.",
+}
+# held-out column (see table3.held_out_values) -> macro prefix; the macro suffix names the method
+STUDY_COLUMNS = {("clean", "lpips"): "HeldOutLpips", ("clean", "clip_sim"): "HeldOutClipSim",
+                 ("delta", "lpips"): "RobustnessLpips"}
+MAIN_VS_BASELINE = ("MainMinusLoraHeldOutLpips", "MainMinusLoraHeldOutLpipsCI", "MainVsLoraTest", "MainVsLoraP",
+                    "MainVsLoraPairs")
+BASELINE_CASE = "baseline_480p"  # the plain diffusers + peft + gradient-checkpointing step (bench plan `full`)
+
+
+@dataclass(frozen=True)
+class Macro:
+    """`\\name` expands to `value`; `sources` are the results files behind it."""
+
+    name: str
+    value: str
+    sources: tuple[Path, ...]
+
+
+def _num(value: float, decimals: int) -> str:
+    return rf"\ensuremath{{{fixed(value, decimals)}}}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return NOT_AVAILABLE
+    return r"\ensuremath{<0.001}" if p < 0.001 else rf"\ensuremath{{{p:.2g}}}"
+
+
+def _metrics_files(results_root: Path, frame: pd.DataFrame) -> tuple[Path, ...]:
+    runs = sorted(set(zip(frame["experiment"], frame["profile"])))
+    return tuple(Path(results_root) / e / p / "metrics.csv" for e, p in runs)
+
+
+def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
+    """Held-out numbers of Table 2's methods at the most real profile with their clean rows."""
+    rows = metrics[metrics["experiment"].isin(list(METHODS))].sort_values(list(KEY_COLUMNS), kind="stable")
+    clean = rows[rows["condition"] == "clean"]
+    if clean.empty:  # every macro still defined, so the paper builds and says n/a
+        names = ["StudyProfile", "StudyScaleMeaning", "StudyClipsPerDomain", "StudySeeds", "StudyHeldOutDomains",
+                 *(prefix + suffix for suffix in METHOD_NAMES.values() for prefix in STUDY_COLUMNS.values()),
+                 *MAIN_VS_BASELINE]
+        return [Macro(n, NOT_AVAILABLE, ()) for n in names]
+    profile = next(p for p in PROFILES if (clean["profile"] == p).any())
+    rows, clean = rows[rows["profile"] == profile], clean[clean["profile"] == profile]
+    per_clip = clean[clean["clip"] != "all"]
+    held_out = sorted(set(clean["domain"]) - {TRAIN_DOMAIN})
+    macros = [
+        Macro("StudyProfile", profile, _metrics_files(results_root, clean)),
+        Macro("StudyScaleMeaning", SCALE_MEANINGS[profile], ()),
+        Macro("StudyClipsPerDomain", count_phrase(set(per_clip.groupby(["experiment", "domain"])["clip"].nunique()),
+                                                  "clip"), _metrics_files(results_root, per_clip)),
+        Macro("StudySeeds", count_phrase(set(clean.groupby("experiment")["seed"].nunique()), "seed"),
+              _metrics_files(results_root, clean)),
+        Macro("StudyHeldOutDomains", " and ".join([", ".join(held_out[:-1]), held_out[-1]] if len(held_out) > 1
+                                                  else held_out) or NOT_AVAILABLE, ()),
+    ]
+    values = {c: held_out_values(rows, c) for c in STUDY_COLUMNS}
+    for method, suffix in METHOD_NAMES.items():
+        for column, prefix in STUDY_COLUMNS.items():
+            group = values[column][values[column]["experiment"] == method]
+            digits = 3 + (column[0] == "delta")  # a change is smaller than the metric itself: one more digit
+            value = _num(bootstrap_mean_ci(clip_matrix(group)).mean, digits) if len(group) else NOT_AVAILABLE
+            macros.append(Macro(prefix + suffix, value, _metrics_files(results_root, group)))
+    macros += _main_vs_baseline(values[("clean", "lpips")], results_root)
+    return macros
+
+
+def _main_vs_baseline(lpips: pd.DataFrame, results_root: Path) -> list[Macro]:
+    """The main method minus the baseline on held-out LPIPS: mean per-clip difference, its CI and the test."""
+    main, base = lpips[lpips["experiment"] == MAIN], lpips[lpips["experiment"] == BASELINE]
+    test = paired_on_clips(main, base) if len(main) and len(base) else None
+    sources = _metrics_files(results_root, pd.concat([main, base]))
+    if test is None:
+        return [Macro(n, NOT_AVAILABLE, ()) for n in MAIN_VS_BASELINE]
+    a, b = clip_means(main), clip_means(base)
+    common = a.index.intersection(b.index)
+    ci = bootstrap_mean_ci((a[common] - b[common]).to_numpy())
+    interval = NOT_AVAILABLE if ci.low is None else rf"\ensuremath{{[{fixed(ci.low, 4)}, {fixed(ci.high, 4)}]}}"
+    values = (_num(ci.mean, 4), interval, test.test_name, _p(test.p_value), str(test.n))
+    return [Macro(n, v, sources) for n, v in zip(MAIN_VS_BASELINE, values)]
+
+
+def read_summaries(results_root: Path) -> dict[tuple[str, str], tuple[Path, dict]]:
+    """(profile, experiment) -> (path, content) of every `train_summary.json` of Table 2's methods."""
+    return {(p.parent.name, p.parent.parent.name): (p, json.loads(p.read_text()))
+            for p in sorted(Path(results_root).glob("*/*/train_summary.json")) if p.parent.parent.name in METHODS}
+
+
+def training_macros(summaries: dict[tuple[str, str], tuple[Path, dict]], profile: str | None) -> list[Macro]:
+    """LoRA size (baseline run) and the main run's early-stopping facts at the study's profile."""
+    base, main = summaries.get((profile, BASELINE)), summaries.get((profile, MAIN))
+    values = {
+        "LoraTrainableParams": (f"{base[1]['trainable_parameters']:,}".replace(",", "{,}"), base[0]) if base else None,
+        "TransformerParams": (f"{base[1]['transformer_parameters']:,}".replace(",", "{,}"), base[0]) if base else None,
+        "MainBestStep": (str(main[1]["best_step"]), main[0]) if main else None,
+        "MainStepsRun": (str(main[1]["steps"]), main[0]) if main else None,
+    }
+    return [Macro(n, v[0], (v[1],)) if v else Macro(n, NOT_AVAILABLE, ()) for n, v in values.items()]
+
+
+def metric_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
+    """Table 1's headline: 2AFC of LPIPS vs R-LPIPS clean and under the strongest PGD, mean over sets and seeds,
+    at the most real profile with 2AFC rows."""
+    names = ("MetricProfile", "TwoAfcCleanLpips", "TwoAfcCleanRlpips", "TwoAfcPgdEps", "TwoAfcPgdLpips",
+             "TwoAfcPgdRlpips")
+    if not metrics["metric"].isin(list(METRIC_ROWS)).any():
+        return [Macro(n, NOT_AVAILABLE, ()) for n in names]
+    rows = two_afc_rows(metrics)
+    profile = next(p for p in PROFILES if (rows["profile"] == p).any())
+    rows = rows[rows["profile"] == profile]
+    sources = _metrics_files(results_root, rows)
+    pgd = rows[rows["attack"] == "pgd"]
+    eps = float(pgd["eps"].max()) if len(pgd) else None
+
+    def score(metric: str, attack: str, at: float) -> str:
+        values = rows[(rows["metric"] == metric) & (rows["attack"] == attack) & (rows["eps"] == at)]["value"]
+        return _num(float(np.mean(values)) * 100, 1) if len(values) else NOT_AVAILABLE
+
+    values = [profile, score("2afc_lpips", "clean", 0.0), score("2afc_rlpips", "clean", 0.0),
+              f"{eps:g}" if eps is not None else NOT_AVAILABLE,
+              score("2afc_lpips", "pgd", eps) if eps is not None else NOT_AVAILABLE,
+              score("2afc_rlpips", "pgd", eps) if eps is not None else NOT_AVAILABLE]
+    return [Macro(n, v, sources if v != NOT_AVAILABLE else ()) for n, v in zip(names, values)]
+
+
+def compute_macros(compute: ComputeInputs) -> list[Macro]:
+    """True-size step time and peak memory: the plain step (`BASELINE_CASE`) and the fastest measured 720p case."""
+    cases: dict[tuple[str, str, str], tuple[dict[str, float], Path]] = {}  # (device, case, height) -> figures
+    for path, rows in compute.bench_steps.items():
+        for r in rows:
+            if SCALES.get(r["architecture"]) == "true size":
+                cases.setdefault((r["device"], r["case"], r["height"]), ({}, path))[0][r["metric"]] = float(r["value"])
+    timed = {key: value for key, value in cases.items() if "s_per_step_median" in value[0]}
+    baseline = next((key for key in sorted(timed) if key[1] == BASELINE_CASE), None)
+    best = min((key for key in timed if key[2] == "720"), key=lambda k: timed[k][0]["s_per_step_median"], default=None)
+    macros = [Macro("TrueSizeDevice", baseline[0].removeprefix("NVIDIA "), (timed[baseline][1],)) if baseline
+              else Macro("TrueSizeDevice", NOT_AVAILABLE, ())]
+    for prefix, key in (("TrueSizeBaseline", baseline), ("TrueSizeBest", best)):
+        figures, path = timed[key] if key else ({}, None)
+        peak = figures.get("peak_allocated_gib")
+        macros += [Macro(prefix + "Seconds", _num(figures["s_per_step_median"], 1) if key else NOT_AVAILABLE,
+                         (path,) if key else ()),
+                   Macro(prefix + "PeakGiB", _num(peak, 1) if peak is not None else NOT_AVAILABLE,
+                         (path,) if peak is not None else ())]
+    macros.append(Macro("TrueSizeBestCase", rf"\texttt{{{latex_escape(best[1])}}}" if best else NOT_AVAILABLE,
+                        (timed[best][1],) if best else ()))
+    return macros
+
+
+def figure_macros(metrics: pd.DataFrame, strips_profile: str | None, curves_profile: str | None) -> list[Macro]:
+    """`\\FramesScale`, `\\CurvesScale`, `\\BarsScale`, `\\EpsScale`: the profile each figure shows and what it
+    means, for the figure captions (each figure shows its most real profile; the profiles may differ)."""
+    two_afc = metrics[metrics["metric"].isin(list(METRIC_ROWS))]
+    profiles = {"FramesScale": (strips_profile, SCALE_MEANINGS), "CurvesScale": (curves_profile, SCALE_MEANINGS),
+                "BarsScale": (figures.bar_rows(metrics)[0], SCALE_MEANINGS),
+                "EpsScale": (figure_profile(two_afc) if len(two_afc) else None, METRIC_MEANINGS)}
+    return [Macro(name, meanings[p] if p else NOT_AVAILABLE, ())
+            for name, (p, meanings) in profiles.items()]
+
+
+def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[Path, dict]], compute: ComputeInputs,
+                 figure_profiles: tuple[str | None, str | None], results_root: Path) -> list[Macro]:
+    """Every macro, in a fixed order; a pure function of the parsed results (`results_root` only names files).
+
+    `figure_profiles`: the profiles of the frame-strip and training-curve figures (`figures.strip_paths`,
+    `figures.read_training`), which read files rather than metrics.
+    """
+    study = study_macros(metrics, results_root)
+    profile = study[0].value if study[0].value != NOT_AVAILABLE else None
+    return [*study, *training_macros(summaries, profile), *metric_macros(metrics, results_root),
+            *compute_macros(compute), *figure_macros(metrics, *figure_profiles)]
+
+
+def render_numbers(macros: list[Macro]) -> str:
+    """`paper/generated/numbers.tex`: one `\\newcommand` per macro, its sources in a comment."""
+    lines = ["% Generated by `python -m cinelora report numbers` from results/: do not edit.",
+             "% Every number quoted in the paper's prose; `make provenance` says where each comes from."]
+    for macro in macros:
+        sources = ", ".join(str(s) for s in macro.sources)
+        lines.append(rf"\newcommand{{\{macro.name}}}{{{macro.value}}}" + (f"  % {sources}" if sources else ""))
+    return "\n".join(lines) + "\n"
+
+
+def figure_inputs(results_root: Path) -> tuple[str | None, str | None]:
+    """The profiles of the two figures that read files other than metrics.csv."""
+    return figures.strip_paths(results_root)[0], figures.read_training(results_root)[0]
+
+
+def main(results_root: Path, out: Path) -> None:
+    """`python -m cinelora report numbers`: results/ → `out` (paper/generated/numbers.tex), atomically."""
+    macros = make_numbers(read_results(results_root), read_summaries(results_root), read_compute(results_root),
+                          figure_inputs(results_root), results_root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_numbers(macros))
+
+
+__all__ = ["make_numbers", "render_numbers", "main", "Macro", "read_summaries", "study_macros", "training_macros",
+           "metric_macros", "compute_macros", "figure_macros", "figure_inputs", "NOT_AVAILABLE"]

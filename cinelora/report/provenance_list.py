@@ -1,0 +1,112 @@
+"""`make provenance`: for every number in paper/, the results file it came from, its run's git sha and config hash.
+
+One tab-separated line per (output, item, results file): the item names a table cell (profile/domain/experiment/
+metric for Table 2), a Table 4 row, a figure's run or sample, or a `numbers.tex` macro. The git sha, its state
+(clean or dirty working tree when the run ran) and the config hash come from the `provenance.json` of the run
+that wrote the file (`results/bench/provenance_<label>.json` for bench files, which have no experiment config).
+A run without `provenance.json` is unfinished, and says so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cinelora.report import figures, numbers, table2, table3, table4
+from cinelora.report.figures_metric import figure_profile
+from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
+from cinelora.results import atomic_write_text, read_results
+
+COLUMNS = ("output", "item", "file", "git_sha", "git_state", "config_sha256")
+Entry = tuple[str, str, Path]  # (output, item, results file)
+
+
+def _metrics_file(results_root: Path, experiment: str, profile: str) -> Path:
+    return Path(results_root) / experiment / profile / "metrics.csv"
+
+
+def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table4.ComputeInputs,
+                  results_root: Path) -> list[Entry]:
+    """Every cell of Tables 1-3 and every row of Table 4, with the files it reads."""
+    entries: list[Entry] = []
+    if metrics["metric"].isin(list(METRIC_ROWS)).any():
+        keys = ["profile", "experiment", "domain", "metric", "condition"]
+        for (p, e, d, m, c), _ in two_afc_rows(metrics).groupby(keys):
+            entries.append(("tables/table1.tex", f"{p}/{e}/{d}/{m}/{c}", _metrics_file(results_root, e, p)))
+    for (p, d, e, m), cell in table2.table2_cells(metrics).items():
+        entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, e, p)))
+        if cell.test is not None:
+            entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, table2.BASELINE, p)))
+    parents = table3.ablations(configs)
+    for (p, e, (kind, m)), cell in table3.table3_cells(metrics, configs).items():
+        item = f"{p}/{e}/{kind}:{m}"
+        entries += [("tables/table3.tex", item, _metrics_file(results_root, e, p)),
+                    ("tables/table3.tex", item, Path(results_root) / e / p / "config.resolved.yaml")]
+        if cell.test is not None:
+            entries.append(("tables/table3.tex", item, _metrics_file(results_root, parents[p, e], p)))
+    entries += [("tables/table4.tex", row.label, source)
+                for row in table4.table4_rows(compute) for source in row.sources]
+    return entries
+
+
+def figure_entries(metrics: pd.DataFrame, results_root: Path) -> list[Entry]:
+    """The runs and files behind each figure (each figure shows one profile)."""
+    entries: list[Entry] = []
+    if metrics["metric"].isin(list(METRIC_ROWS)).any():
+        rows = two_afc_rows(metrics)
+        profile = figure_profile(rows)
+        entries += [("figures/metric_vs_eps.pdf", f"{profile}/{e}", _metrics_file(results_root, e, profile))
+                    for e in sorted(rows.loc[rows["profile"] == profile, "experiment"].unique())]
+    profile, paths = figures.strip_paths(results_root)
+    entries += [("figures/frame_strips.pdf", f"{profile}/{m}/{d}", path) for (m, d), path in sorted(paths.items())]
+    profile, runs = figures.read_training(results_root)
+    entries += [("figures/training_curves.pdf", f"{profile}/{e}", path)
+                for e in sorted(runs) for path in figures.training_files(results_root, profile, e)]
+    profile, bars = figures.bar_rows(metrics)
+    entries += [("figures/domain_bars.pdf", f"{profile}/{e}", _metrics_file(results_root, e, profile))
+                for e in sorted(bars["experiment"].unique())]
+    return entries
+
+
+def run_facts(path: Path) -> tuple[str, str, str]:
+    """(git sha, git state, config sha256) of the run that wrote `path`, from its provenance file."""
+    if path.parent.name == "bench":
+        record_path = path.parent / f"provenance_{path.stem.split('_', 1)[1]}.json"
+    else:
+        run_dir = path.parent.parent if path.parent.name == "samples" else path.parent
+        record_path = run_dir / "provenance.json"
+    if not record_path.is_file():
+        return ("unfinished run: no " + record_path.name, "", "")
+    record = json.loads(record_path.read_text())
+    git = record.get("git", {})
+    state = {True: "dirty", False: "clean"}.get(git.get("dirty"), "unknown")
+    config = record.get("config_sha256") or f"bench plan {record.get('plan', '?')} (no experiment config)"
+    return (git.get("sha", "unknown"), state, config)
+
+
+def make_provenance(entries: list[Entry]) -> str:
+    """The TSV text: header, then one sorted line per distinct entry with its run's facts."""
+    facts: dict[Path, tuple[str, str, str]] = {}
+    lines = ["\t".join(COLUMNS)]
+    for output, item, path in sorted(set(entries), key=lambda e: (e[0], e[1], str(e[2]))):
+        if path not in facts:
+            facts[path] = run_facts(path)
+        lines.append("\t".join([output, item, str(path), *facts[path]]))
+    return "\n".join(lines) + "\n"
+
+
+def main(results_root: Path, out: Path) -> None:
+    """`python -m cinelora report provenance`: results/ → `out` (paper/generated/provenance.tsv)."""
+    metrics = read_results(results_root)
+    compute = table4.read_compute(results_root)
+    entries = table_entries(metrics, table3.read_configs(results_root), compute, results_root)
+    entries += figure_entries(metrics, results_root)
+    macros = numbers.make_numbers(metrics, numbers.read_summaries(results_root), compute,
+                                  numbers.figure_inputs(results_root), results_root)
+    entries += [("generated/numbers.tex", "\\" + m.name, source) for m in macros for source in m.sources]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, make_provenance(entries))
+
+
+__all__ = ["make_provenance", "table_entries", "figure_entries", "run_facts", "main", "COLUMNS"]

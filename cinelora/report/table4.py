@@ -1,0 +1,239 @@
+"""Paper Table 4, compute: LoRA training step time, peak memory, MFU, and model build + caching time.
+
+Two sources, grouped by scale (true size, proxy, smoke):
+- `results/bench/` (`python -m cinelora.bench`): `steps_<label>.csv` (one row per case and figure: median
+  seconds per step, peak allocated GiB, MFU, or an `oom`/`error` flag) and `configuration_<label>.csv` (seconds
+  per stage of building every component and caching one clip). Its `architecture` column names the scale.
+- the training runs of Table 2's methods, `results/<experiment>/<proxy|smoke>/train_log.jsonl` (median of the
+  logged `s_per_step`, max `peak_mem_gib`) with the run's `provenance.json` (device; peak process memory on a CPU)
+  and `config.resolved.yaml` (clip size).
+A scale with no measurement gets one row of "not measured" cells, so an empty cell never passes for zero.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cinelora.config import PROFILES
+from cinelora.report import latex_escape
+from cinelora.report.table2 import METHODS, PROFILE_NOTES
+from cinelora.results import atomic_write_text
+
+SCALES = {"wan2.1-i2v-14b": "true size", "proxy": "proxy", "smoke": "smoke"}  # bench architecture -> scale
+PROFILE_SCALES = {"full": "true size", "proxy": "proxy", "smoke": "smoke"}  # training run profile -> scale
+SCALE_TITLES = {
+    "true size": "true size: the Wan2.1-I2V-14B transformer (16.4B parameters)",
+    "proxy": "proxy: the small Wan of the proxy profile",
+    "smoke": "smoke: the tiny Wan of the smoke profile",
+}
+NOT_MEASURED = "not measured"
+NOT_APPLICABLE = "--"
+CACHE_STAGES = ("vae_latents", "condition_latents", "text_embeddings", "image_embeddings")
+COLUMNS = ("Setting", r"Clip ($T{\times}H{\times}W$)", "s/step", "Peak GiB", "MFU", "Build / cache s")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: its scale and device (a block of the table), its cells, a plain-text label (for
+    `make provenance`) and its results files."""
+
+    scale: str
+    device: str  # LaTeX; "" for a scale without any measurement
+    cells: tuple[str, ...]  # one per COLUMNS entry, LaTeX
+    label: str
+    sources: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class ComputeInputs:
+    """Everything Table 4 reads, parsed: bench CSV rows (per file) and the training runs' records."""
+
+    bench_steps: dict[Path, list[dict]]
+    bench_configuration: dict[Path, list[dict]]
+    runs: dict[tuple[str, str], dict]  # (profile, experiment) -> {"log", "provenance", "config", "files"}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_compute(results_root: Path) -> ComputeInputs:
+    """Bench files under `results_root/bench/` and the training runs of Table 2's methods."""
+    bench = Path(results_root) / "bench"
+    runs = {}
+    for profile in PROFILES:
+        for experiment in METHODS:
+            directory = Path(results_root) / experiment / profile
+            log, prov, config = (directory / n for n in ("train_log.jsonl", "provenance.json", "config.resolved.yaml"))
+            if log.is_file() and prov.is_file() and config.is_file():
+                runs[profile, experiment] = {
+                    "log": [json.loads(line) for line in log.read_text().splitlines() if line.strip()],
+                    "provenance": json.loads(prov.read_text()), "config": yaml.safe_load(config.read_text()),
+                    "files": (log, prov, config)}
+    return ComputeInputs({p: _read_csv(p) for p in sorted(bench.glob("steps_*.csv"))},
+                         {p: _read_csv(p) for p in sorted(bench.glob("configuration_*.csv"))}, runs)
+
+
+def _seconds(value: float) -> str:
+    """Three significant digits below 10 s, then one decimal, then whole seconds from 100 s."""
+    return f"${value:.3g}$" if value < 10 else f"${value:.1f}$" if value < 100 else f"${value:.0f}$"
+
+
+def _device(name: str) -> str:
+    return latex_escape(name.removeprefix("NVIDIA ")) if name != "cpu" else "CPU"
+
+
+def _clip(frames, height, width) -> str:
+    return rf"${frames}{{\times}}{height}{{\times}}{width}$"
+
+
+def _clip_size(cell: str) -> tuple[int, ...]:
+    """(T, H, W) back from a `_clip` cell, for sorting."""
+    return tuple(int(n) for n in re.findall(r"\d+", cell))
+
+
+def _bench_step_rows(path: Path, rows: list[dict]) -> list[Row]:
+    cases: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        key = (r["architecture"], r["device"], r["case"], r["frames"], r["height"], r["width"])
+        cases.setdefault(key, {})[r["metric"]] = float(r["value"])
+    out = []
+    for (architecture, device, case, frames, height, width), figures in sorted(cases.items()):
+        failed = "OOM" if figures.get("oom") else "error" if figures.get("error") else None
+        step = failed or (_seconds(figures["s_per_step_median"]) if "s_per_step_median" in figures else NOT_MEASURED)
+        peak = f"${figures['peak_allocated_gib']:.1f}$" if "peak_allocated_gib" in figures else NOT_MEASURED
+        mfu = rf"${figures['mfu'] * 100:.1f}\%$" if "mfu" in figures else NOT_MEASURED
+        out.append(Row(SCALES.get(architecture, architecture), _device(device),
+                       (rf"\texttt{{{latex_escape(case)}}}", _clip(frames, height, width), step, peak,
+                        mfu if not failed else NOT_APPLICABLE, NOT_APPLICABLE),
+                       f"{path.stem.split('_', 1)[1]}: {device} {case} {frames}x{height}x{width}", (path,)))
+    return out
+
+
+def _bench_configuration_rows(path: Path, rows: list[dict]) -> list[Row]:
+    stages: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        key = (r["architecture"], r["device"], r["frames"], r["height"], r["width"])
+        stages.setdefault(key, {})[r["stage"]] = float(r["seconds"])
+    out = []
+    for (architecture, device, frames, height, width), seconds in sorted(stages.items()):
+        build = _seconds(seconds["build_models"]) if "build_models" in seconds else NOT_MEASURED
+        cache = (_seconds(sum(seconds[s] for s in CACHE_STAGES)) if all(s in seconds for s in CACHE_STAGES)
+                 else NOT_MEASURED)
+        out.append(Row(SCALES.get(architecture, architecture), _device(device),
+                       ("build + cache one clip", _clip(frames, height, width), NOT_APPLICABLE, NOT_APPLICABLE,
+                        NOT_APPLICABLE, f"{build} / {cache}"),
+                       f"{path.stem.split('_', 1)[1]}: {device} build + cache {frames}x{height}x{width}", (path,)))
+    return out
+
+
+def _run_row(profile: str, experiment: str, run: dict) -> Row:
+    steps = [r["s_per_step"] for r in run["log"] if r.get("s_per_step") is not None]
+    gpu = [r["peak_mem_gib"] for r in run["log"] if r.get("peak_mem_gib") is not None]
+    device = run["provenance"].get("device", {}).get("cuda_device") or "cpu"
+    rss = run["provenance"].get("peak_memory", {}).get("cpu_max_rss_bytes")
+    peak = (f"${max(gpu):.1f}$" if gpu else rf"${rss / 2**30:.1f}^\dagger$" if rss else NOT_MEASURED)
+    data = run["config"]["data"]
+    return Row(PROFILE_SCALES[profile], _device(device),
+               (rf"\texttt{{{latex_escape(experiment)}}} run", _clip(data["num_frames"], data["height"], data["width"]),
+                _seconds(statistics.median(steps)) if steps else NOT_MEASURED, peak, NOT_MEASURED, NOT_MEASURED),
+               f"{profile}/{experiment} training", run["files"])
+
+
+def table4_rows(inputs: ComputeInputs) -> list[Row]:
+    """Every row of Table 4 in display order: bench rows, then the runs' rows, per scale; a "not measured" row
+    for each scale without any."""
+    rows = [r for p, rs in inputs.bench_configuration.items() for r in _bench_configuration_rows(p, rs)]
+    # step rows of every bench file together: per device, by clip size, then case name
+    steps = [r for p, rs in inputs.bench_steps.items() for r in _bench_step_rows(p, rs)]
+    rows += sorted(steps, key=lambda r: (r.device, _clip_size(r.cells[1]), r.cells[0]))
+    rows += [_run_row(p, e, run) for (p, e), run in sorted(
+        inputs.runs.items(), key=lambda item: (PROFILES.index(item[0][0]), METHODS.index(item[0][1])))]
+    for scale in SCALE_TITLES:
+        if not any(r.scale == scale for r in rows):
+            rows.append(Row(scale, "", ("LoRA training step", NOT_APPLICABLE, *([NOT_MEASURED] * (len(COLUMNS) - 2))),
+                            "not measured", ()))
+    order = list(SCALE_TITLES)
+    return sorted(rows, key=lambda r: (order.index(r.scale) if r.scale in order else len(order), r.device))
+
+
+def _merge_not_measured(cells: tuple[str, ...]) -> list[str]:
+    """Runs of "not measured" cells become one `\\multicolumn` cell, so the table stays narrow."""
+    merged: list[str] = []
+    for value, run in itertools.groupby(cells):
+        span = len(list(run))
+        if value == NOT_MEASURED and span > 1:
+            merged.append(rf"\multicolumn{{{span}}}{{c}}{{{NOT_MEASURED}}}")
+        else:
+            merged += [value] * span
+    return merged
+
+
+def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
+    clips = sorted({run["config"]["train"]["batch_size"] * run["config"]["train"]["grad_accum"]
+                    for run in inputs.runs.values()})
+    text = (r"Compute of one LoRA training step (rank 8). Bench rows (\texttt{python -m cinelora.bench}): the "
+            "transformer with random weights at the preset's size (speed and memory do not depend on the values), "
+            "one clip per step on cached inputs; s/step: median of the timed steps; Peak GiB: peak memory allocated "
+            r"by torch on the GPU; MFU: model FLOPs per step / (s/step $\times$ the GPU's datasheet dense bf16 "
+            "peak); Build / cache s: constructing every component (random initialisation, no weight loading) / "
+            "the VAE latents, condition latents, text and image embeddings of one clip. Run rows: the training "
+            r"runs of Table~\ref{tab:cross-domain}'s methods")
+    if clips:
+        text += (f", one optimizer step = {' or '.join(str(c) for c in clips)} clips (batch " r"$\times$ gradient "
+                 "accumulation), encoded on the fly; s/step: median over logged steps (validation included)")
+    if any(r"\dagger" in cell for r in rows for cell in r.cells):
+        text += r"; ${}^\dagger$: CPU run, peak resident memory of the whole process (training and evaluation)"
+    text += rf". ``{NOT_MEASURED}'': no measurement in \texttt{{results/}}; {NOT_APPLICABLE}: does not apply. "
+    profiles = [p for p in ("proxy", "smoke") if any(r.scale == p and r.sources for r in rows)]
+    notes = [PROFILE_NOTES[p] for p in profiles]
+    if notes:
+        text += "Proxy and smoke rows time small models: they say nothing about 14B cost. " + " ".join(notes)
+    return text.rstrip()
+
+
+def make_table4(inputs: ComputeInputs) -> str:
+    """Table 4 as a booktabs `table` fragment (label `tab:compute`); a pure function of the parsed inputs."""
+    rows = table4_rows(inputs)
+    width = len(COLUMNS)
+    lines = [
+        r"% Generated by `python -m cinelora report table4` from results/bench/ and results/*/*/train_log.jsonl: "
+        "do not edit.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_caption(rows, inputs)}}}",
+        r"\label{tab:compute}",
+        r"\footnotesize",
+        r"\setlength{\tabcolsep}{4pt}",
+        rf"\begin{{tabular}}{{l{'c' * (width - 1)}}}",
+        r"\toprule",
+        " & ".join(COLUMNS) + r" \\",
+    ]
+    for scale, device in dict.fromkeys((r.scale, r.device) for r in rows):
+        title = SCALE_TITLES.get(scale, scale) + (f"; {device}" if device else "")
+        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\emph{{{title}}}}} \\"]
+        lines += [" & ".join(_merge_not_measured(r.cells)) + r" \\"
+                  for r in rows if (r.scale, r.device) == (scale, device)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(results_root: Path, out: Path) -> None:
+    """Read the compute results under `results_root` and write Table 4 to `out` atomically.
+
+    `python -m cinelora report table4` calls this with `results` and `paper/tables/table4.tex`.
+    """
+    text = make_table4(read_compute(results_root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+
+
+__all__ = ["make_table4", "table4_rows", "read_compute", "main", "Row", "ComputeInputs", "NOT_MEASURED", "SCALES"]

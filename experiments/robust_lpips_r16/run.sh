@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# robust_lpips_r16: ./run.sh = smoke scale on the CPU; PROFILE=proxy ./run.sh (one GPU); PROFILE=full ./run.sh (real weights).
+# Running it again resumes an unfinished run; finished results are kept unless you pass --force.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+make -s setup
+exec .venv/bin/python -m cinelora run --config experiments/robust_lpips_r16/config.yaml --profile "${PROFILE:-smoke}" "$@"

@@ -1,0 +1,192 @@
+"""The compute benchmark on the CPU: the FLOP count against a hand count and against torch's own FLOP
+counter, the speed levers leave the gradients unchanged, and the smoke plan runs end to end."""
+import csv
+import json
+
+import pytest
+import torch
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from cinelora import lora, models
+from cinelora.bench import flops
+from cinelora.bench.plans import PLANS, run_plan
+from cinelora.bench.step_bench import image_tokens, peak_bf16_tflops
+from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig
+from cinelora.speed import SpeedLevers, apply_speed_levers, block_strategies
+
+LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
+          SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1)]
+
+# one block, d = 4, FFN 8, 2 video tokens (5 frames of 16x16 -> latents 2x2x2 -> patches 2x1x1), 3 image tokens
+TINY = dict(num_attention_heads=1, attention_head_dim=4, ffn_dim=8, num_layers=1, patch_size=(1, 2, 2),
+            in_channels=36, out_channels=16, text_dim=4, freq_dim=8, image_dim=2, added_kv_proj_dim=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the smoke model's ops are tiny: extra intra-op threads only add contention (100x slower on a busy 2-core box)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_step_flops_equal_a_hand_count_for_a_tiny_config():
+    # mm(M, i, o) = 2·M·i·o; N = 2, d = 4, f = 8, L_t = 512, L_i = 3, rank 1 on the six cross-attention linears
+    forward = (4 * 64            # self-attention q, k, v, out: mm(2, 4, 4) each
+               + 2 * 32          # self-attention QKᵀ and PV: mm(2, 4, 2) each
+               + (64 + 32)       # cross q: base + LoRA mm(2, 4, 1) + mm(2, 1, 4)
+               + 2 * (16384 + 8192)  # text k, v over 512 tokens: base mm(512, 4, 4) + LoRA
+               + 2 * (96 + 48)   # image k, v over 3 tokens
+               + 2 * 8192        # text scores and values: mm(2, 4, 512) each
+               + 2 * 48          # image scores and values: mm(2, 4, 3) each
+               + (64 + 32)       # cross out
+               + 128 + 128       # FFN up, down
+               + 2304            # patch embedding: mm(2, 36·1·2·2, 4)
+               + 16384 + 16384   # text embedder: two linears over 512 tokens
+               + 64 + 32 + 192   # time embedder and its 6·d projection
+               + 24 + 48         # image embedder (mult 1): mm(3, 2, 2) + mm(3, 2, 4)
+               + 1024)           # output projection: mm(2, 4, 16·4)
+    # block 0 has no gradient before its cross-attention: no self-attention backward, LoRA weight grads only
+    backward = (32 + 16              # cross q LoRA: dA, dB, d(middle); its input needs no gradient
+                + 2 * (8192 + 4096)  # text k, v LoRA
+                + 2 * (48 + 24)      # image k, v LoRA
+                + 2 * 16384          # text attention backward = 2x its forward
+                + 2 * 96             # image attention backward
+                + 64 + 32 + 16 + 16  # cross out: base input grad, LoRA weight, middle and input grads
+                + 128 + 128          # FFN input grads
+                + 1024)              # output projection input grad
+    got = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
+                           targets=CROSS_ATTENTION_TARGETS)
+    assert (got.forward, got.backward) == (forward, backward) == (103144, 59136)
+    assert got.recompute == 66688  # the whole block again (forward minus everything outside the blocks)
+    assert got.kernel_recompute == 8192 + 48  # QKᵀ of the two cross-attentions, redone in their backward
+    keep = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
+                            targets=CROSS_ATTENTION_TARGETS, keep_attention_blocks=1)
+    assert keep.recompute == 66688 - 64  # the self-attention core is kept, not redone
+    two = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
+                           targets=CROSS_ATTENTION_TARGETS, batch=2, checkpointing="none")
+    assert (two.model, two.recompute) == (2 * got.model, 0)
+
+
+def test_true_size_token_counts_and_flops():
+    config = models.transformer_config("wan2.1-i2v-14b")
+    assert flops.video_tokens(config, 81, 720, 1280) == 21 * 45 * 80 == 75_600
+    assert flops.video_tokens(config, 81, 480, 832) == 32_760
+    step = flops.step_flops(config, frames=81, height=720, width=1280, image_tokens=image_tokens("wan2.1-i2v-14b"),
+                            rank=8, targets=CROSS_ATTENTION_TARGETS)
+    assert image_tokens("wan2.1-i2v-14b") == 257
+    self_attention = 40 * 4 * 75_600**2 * 5120  # the dominant term: 40 blocks of QKᵀ and PV
+    assert 0.7 < self_attention / step.forward < 0.75
+    with pytest.raises(ValueError, match="4k\\+1"):
+        flops.video_tokens(config, 80, 720, 1280)
+
+
+@pytest.fixture(scope="module")
+def smoke_transformer():
+    transformer = models.build_transformer("smoke", torch.float32, "cpu", seed=0)
+    lora.attach_lora(transformer, LoraConfig())
+    with torch.no_grad():  # B = 0 at init would make every LoRA-A gradient zero
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    transformer.train()
+    return transformer
+
+
+def _inputs() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return dict(hidden_states=torch.randn(1, 36, 2, 4, 4, generator=g), timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, 512, 32, generator=g),
+                encoder_hidden_states_image=torch.randn(1, image_tokens("smoke"), 4, generator=g))
+
+
+def _backward(transformer) -> None:
+    out = transformer(**_inputs(), return_dict=False)[0]
+    out.square().mean().backward()
+
+
+@pytest.mark.parametrize("levers", LEVERS, ids=lambda lev: f"{lev.checkpointing}-k{lev.keep_attention_blocks}"
+                                                            f"-o{lev.offload_blocks}")
+def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_transformer, levers):
+    # the CPU's fused SDPA op is not in torch's table: count it with torch's own SDPA formulas (the backward
+    # formula includes the QKᵀ recompute of fused kernels, so the counter sees hardware FLOPs)
+    aten = torch.ops.aten
+    custom = {aten._scaled_dot_product_flash_attention_for_cpu:
+              lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
+              aten._scaled_dot_product_flash_attention_for_cpu_backward:
+              lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)}
+    apply_speed_levers(smoke_transformer, levers)
+    with FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        _backward(smoke_transformer)
+    smoke_transformer.zero_grad(set_to_none=True)
+    expected = flops.step_flops(models.transformer_config("smoke"), frames=5, height=32, width=32,
+                                image_tokens=image_tokens("smoke"), rank=8, targets=CROSS_ATTENTION_TARGETS,
+                                checkpointing=levers.checkpointing, keep_attention_blocks=levers.keep_attention_blocks)
+    assert counter.get_total_flops() == expected.hardware
+
+
+def test_speed_levers_leave_the_gradients_unchanged(smoke_transformer):
+    def grads(levers: SpeedLevers) -> dict[str, torch.Tensor]:
+        apply_speed_levers(smoke_transformer, levers)
+        _backward(smoke_transformer)
+        out = {n: p.grad.clone() for n, p in smoke_transformer.named_parameters() if p.grad is not None}
+        smoke_transformer.zero_grad(set_to_none=True)
+        return out
+
+    reference = grads(SpeedLevers(checkpointing="none"))
+    assert len(reference) == 2 * 2 * len(CROSS_ATTENTION_TARGETS)  # A and B of six linears in two blocks
+    assert all(g.abs().sum() > 0 for g in reference.values())
+    for levers in [*LEVERS[1:], SpeedLevers(attention_backend="_native_math", offload_blocks=1)]:
+        got = grads(levers)
+        assert got.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(got[name], reference[name], rtol=1e-5, atol=1e-6, msg=f"{levers} {name}")
+    apply_speed_levers(smoke_transformer, SpeedLevers())
+
+
+def test_attention_backend_is_set_for_every_case(smoke_transformer):
+    processors = [m.processor for m in smoke_transformer.modules() if hasattr(m, "processor")]
+    apply_speed_levers(smoke_transformer, SpeedLevers(attention_backend="_native_math"))
+    apply_speed_levers(smoke_transformer, SpeedLevers())
+    assert processors and all(p._attention_backend == AttentionBackendName.NATIVE for p in processors)
+    assert _AttentionBackendRegistry.get_active_backend()[0] == AttentionBackendName.NATIVE
+
+
+def test_lever_validation_and_block_assignment():
+    assert block_strategies(5, SpeedLevers(keep_attention_blocks=2, offload_blocks=1)) == [
+        "keep_attention", "keep_attention", "full", "full", "offload"]
+    with pytest.raises(ValueError, match="> 3 blocks"):
+        block_strategies(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2))
+    with pytest.raises(ValueError, match="checkpointing='full'"):
+        SpeedLevers(checkpointing="none", offload_blocks=1)
+    with pytest.raises(ValueError, match="attention_backend"):
+        SpeedLevers(attention_backend="flash_hub")
+
+
+def test_peak_bf16_lookup():
+    assert peak_bf16_tflops("NVIDIA H100 80GB HBM3") == peak_bf16_tflops("NVIDIA H200") == 989.4
+    assert peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_bf16_tflops("Some Other GPU") is None
+
+
+def test_smoke_plan_runs_end_to_end(tmp_path):
+    record = run_plan("smoke", tmp_path, "t")
+    with open(tmp_path / "steps_t.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cases = {c.name for c in PLANS["smoke"].cases}
+    assert {r["case"] for r in rows} == cases == set(record["cases"])
+    figures = {(r["case"], r["metric"]): float(r["value"]) for r in rows}
+    for case in cases:
+        assert figures[case, "s_per_step_median"] > 0 and figures[case, "steps_timed"] == 2
+        # same LoRA, same noise: every lever computes the same first loss
+        assert figures[case, "loss_first_step"] == pytest.approx(figures["baseline", "loss_first_step"], rel=1e-5)
+    with open(tmp_path / "configuration_t.csv", newline="") as f:
+        stages = {r["stage"] for r in csv.DictReader(f)}
+    assert stages == {"build_models", "vae_latents", "condition_latents", "text_embeddings", "image_embeddings",
+                      "total"}
+    provenance = json.loads((tmp_path / "provenance_t.json").read_text())
+    assert provenance["plan"] == "smoke" and not provenance["skipped"]
+    with pytest.raises(ValueError, match="no cases"):
+        run_plan("smoke", tmp_path, "t", only=["nonexistent"])

@@ -1,0 +1,65 @@
+"""The evaluation loop at smoke scale: tidy rows for every metric and condition, generation cache reuse,
+and the CLI's refusal to overwrite finished metrics without --force."""
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from cinelora import evaluate as ev
+from cinelora.cli import main
+from cinelora.config import load_config
+from cinelora.world import generate_world
+
+ROOT = Path(__file__).resolve().parents[1]
+PER_CLIP = {"lpips", "clip_sim", "frame_consistency", "temporal_lpips_gap", "flicker"}
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    base = load_config(ROOT / "experiments" / "base" / "config.yaml", "smoke")
+    root = tmp_path_factory.mktemp("world")
+    world = dataclasses.replace(base.world, root=str(root), domains=["actors"], splits={"test": 2})
+    generate_world(world, progress=False)
+    e = dataclasses.replace(base.eval, domains={"actors": str(root / "actors" / "test")}, clips_per_domain=2,
+                            rlpips_heads="", attack_steps=1)
+    return dataclasses.replace(base, world=world, eval=e)
+
+
+def test_rows_cover_every_metric_and_condition_and_the_cache_is_reused(cfg, tmp_path, monkeypatch):
+    rows = ev.evaluate(cfg, None, tmp_path / "cache", tmp_path / "samples", progress=False)
+    got = {(r["condition"], r["metric"]) for r in rows}
+    for condition in ("clean", "attacked"):
+        assert {(condition, m) for m in PER_CLIP | {"fvd", "fvd_clips"}} <= got
+    assert (tmp_path / "samples" / "actors.png").is_file()
+    clean = {r["metric"]: r["value"] for r in rows if r["condition"] == "clean"}
+    attacked = {r["metric"]: r["value"] for r in rows if r["condition"] == "attacked"}
+    assert clean["lpips"] != attacked["lpips"]  # the attack changed the generated clip
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a cached clip was generated again")
+
+    monkeypatch.setattr(ev, "generate_clip", no_generation)
+    assert ev.evaluate(cfg, None, tmp_path / "cache", None, progress=False) == rows
+
+
+def test_cli_evaluate_refuses_to_overwrite_without_force(cfg, tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    text = (ROOT / "experiments" / "base" / "config.yaml").read_text()
+    config.write_text(text.replace("    eval.clips_per_domain: 2\n", "    eval.clips_per_domain: 1\n")
+                      .replace("    eval.rlpips_heads: results/rlpips_metric/smoke/heads_rlpips.safetensors\n",
+                               "    eval.rlpips_heads: \"\"\n"))
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or [
+        {"experiment": "base", "profile": "smoke", "seed": 0, "domain": "actors", "clip": "c0",
+         "condition": "clean", "metric": "lpips", "value": 0.5}])
+    args = ["evaluate", "--config", str(config), "--profile", "smoke"]
+    main(args)
+    metrics = tmp_path / "results" / "base" / "smoke" / "metrics.csv"
+    first = metrics.read_bytes()
+    with pytest.raises(SystemExit, match="--force"):
+        main(args)
+    assert metrics.read_bytes() == first and len(calls) == 1
+    main(args + ["--force"])
+    assert len(calls) == 2 and os.path.isfile(metrics)
