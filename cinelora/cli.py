@@ -97,11 +97,15 @@ def _train(cfg: ExperimentConfig, out: Path) -> dict:
     from cinelora import results
     from cinelora.train import train
 
+    import torch
+    from accelerate import PartialState
+
     result = train(cfg, out, _paths(cfg)[1] / "checkpoints")
     summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
                "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
                "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters}
-    results.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
+    if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+        results.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -140,9 +144,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not cfg.train.enabled:
         raise SystemExit(f"{args.config}: train.enabled is false (an evaluation-only experiment)")
     _check(cfg, args.config, train=True, evaluate=False)
-    out = _claim(cfg, args.force)
-    _prepare_world(cfg)
-    print(json.dumps(_train(cfg, out)))
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch`: one process claims results and writes the world
+    with state.main_process_first():
+        out = _claim(cfg, args.force) if state.is_main_process else _paths(cfg)[0]
+        _prepare_world(cfg)
+    summary = _train(cfg, out)
+    if state.is_main_process:
+        print(json.dumps(summary))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

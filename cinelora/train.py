@@ -154,7 +154,8 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     """Train (or resume) the LoRA of `cfg`; writes `train_log.jsonl` and the best LoRA under `out_dir/lora`."""
     t0 = time.perf_counter()
     on_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no")
+    accelerator = Accelerator(cpu=not on_gpu,  # on CPUs, several processes (torchrun) train through gloo DDP
+                              mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no")
     device, tc = accelerator.device, cfg.train
     dtype = DTYPES[cfg.model.weight_dtype]
     seeding.seed_everything(cfg.seed)
