@@ -300,24 +300,23 @@ def _get(cfg: ExperimentConfig, dotted: str) -> Any:
     return obj
 
 
-def _check_metric_ranges(cfg: MetricExperimentConfig, source: str) -> None:
-    for key, choices in _METRIC_CHOICES.items():
-        if _get(cfg, key) not in choices:
-            raise ConfigError(source, key, _get(cfg, key), f"one of {list(choices)}")
-    for key in _METRIC_POSITIVE:
+def _check_choices(cfg: Any, choices: dict[str, tuple], positive: tuple[str, ...], source: str) -> None:
+    for key, allowed in choices.items():
+        if _get(cfg, key) not in allowed:
+            raise ConfigError(source, key, _get(cfg, key), f"one of {list(allowed)}")
+    for key in positive:
         if not _get(cfg, key) > 0:
             raise ConfigError(source, key, _get(cfg, key), "a value > 0")
+
+
+def _check_metric_ranges(cfg: MetricExperimentConfig, source: str) -> None:
+    _check_choices(cfg, _METRIC_CHOICES, _METRIC_POSITIVE, source)
     if not cfg.rlpips.eval_eps_255 or not all(e > 0 for e in cfg.rlpips.eval_eps_255):
         raise ConfigError(source, "rlpips.eval_eps_255", cfg.rlpips.eval_eps_255, "a non-empty list of values > 0")
 
 
 def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
-    for key, choices in _CHOICES.items():
-        if _get(cfg, key) not in choices:
-            raise ConfigError(source, key, _get(cfg, key), f"one of {list(choices)}")
-    for key in _POSITIVE:
-        if not _get(cfg, key) > 0:
-            raise ConfigError(source, key, _get(cfg, key), "a value > 0")
+    _check_choices(cfg, _CHOICES, _POSITIVE, source)
     for key in _FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")
