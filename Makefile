@@ -14,7 +14,7 @@ TEXLIVE := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-r
 # (METHODS of cinelora/report/table2.py; a test keeps them equal), then the ablations.
 METHODS     := base lora_r8 lpips_r8 robust_lpips_r8
 ABLATIONS   := robust_lpips_r4 robust_lpips_r16 robust_lpips_r8_eps1 robust_lpips_r8_eps2 robust_lpips_r8_eps4 \
-               robust_lpips_r8_eps8 robust_lpips_r8_noadv adv_only_r8 robust_lpips_r8_noearlystop
+               robust_lpips_r8_eps8 robust_lpips_r8_noadv adv_only_r8 robust_lpips_r8_noearlystop two_stage_r8
 EXPERIMENTS := rlpips_metric $(METHODS) $(ABLATIONS)
 CURVES      := $(METHODS) robust_lpips_r8_noearlystop  # figures.CURVE_EXPERIMENTS
 

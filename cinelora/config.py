@@ -95,6 +95,8 @@ class TrainConfig:
     log_every: int = 10
     early_stop_patience: int = 5  # validations without improvement before stopping; 0 disables
     early_stop_min_delta: float = 1e-3
+    stage: str = "single"  # single | two_stage (a style LoRA on single frames, then a motion LoRA on clips)
+    style_steps: int = 0  # optimizer steps of the style stage (two_stage only)
     early_stop_metric: str = "val_loss"  # val_loss | perceptual (the perceptual section's D on validation clips)
     num_workers: int = 2
 
@@ -110,6 +112,7 @@ class EvalConfig:
     rlpips_heads: str = ""  # R-LPIPS heads (safetensors) for `rlpips` rows; "" = no R-LPIPS rows
     clip_model: str = "weights/clip-vit-base-patch32"  # local CLIPModel folder | random (seeded tiny; smoke)
     i3d_weights: str = "weights/i3d_pretrained_400.pt"  # pytorch-i3d state dict | random (seeded; smoke)
+    pipeline: str = "one_stage"  # one_stage: real first frame → clip | two_stage: caption → keyframe → clip
     attack: bool = True  # also generate from PGD-attacked conditioning frames ("attacked" rows)
     attack_eps_255: float = 4.0  # L∞ radius in pixel units x255
     attack_steps: int = 3
@@ -204,7 +207,7 @@ PROFILE_KEYS = (
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
-    "train.offload_blocks", "train.compile_blocks",
+    "train.offload_blocks", "train.compile_blocks", "train.style_steps",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
@@ -225,6 +228,8 @@ _CHOICES = {
     "perceptual.net": ("alex", "vgg", "squeeze"),
     "perceptual.backbone": ("torchvision", "random"),
     "train.early_stop_metric": ("val_loss", "perceptual"),
+    "train.stage": ("single", "two_stage"),
+    "eval.pipeline": ("one_stage", "two_stage"),
     "train.attention_backend": ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math"),
 }
 _METRIC_CHOICES = {
@@ -330,6 +335,12 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
     if not cfg.lora.targets:
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "at least one module name")
+    if (cfg.train.stage == "two_stage") != (cfg.train.style_steps > 0):
+        raise ConfigError(source, "train.style_steps", cfg.train.style_steps,
+                          "> 0 exactly when train.stage is two_stage")
+    if cfg.eval.pipeline == "two_stage" and (cfg.train.stage != "two_stage" or cfg.eval.attack):
+        raise ConfigError(source, "eval.pipeline", cfg.eval.pipeline, "one_stage unless train.stage is two_stage "
+                          "and eval.attack is false (the attack perturbs a real first frame)")
     if cfg.train.enabled and not (cfg.data.train and cfg.data.val):
         raise ConfigError(source, "data.train/data.val", (cfg.data.train, cfg.data.val), "paths when training")
 

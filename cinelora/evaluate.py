@@ -10,6 +10,7 @@ batch size, and the stock I2V pipeline repeats one image's embedding for every p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -63,11 +64,17 @@ def _from_uint8(clip: torch.Tensor) -> torch.Tensor:
     return clip.float() / 127.5 - 1
 
 
+def style_lora_dir(cfg: ExperimentConfig, lora_dir: Path | None) -> Path | None:
+    """The two-stage run's style LoRA, written next to the motion LoRA by `train.train`."""
+    return lora_dir.parent / "style" / "lora" if lora_dir is not None and cfg.eval.pipeline == "two_stage" else None
+
+
 def cache_dir(cfg: ExperimentConfig, cache_root: Path, lora_dir: Path | None) -> Path:
-    """Generated clips depend on the config and the LoRA weights: both are in the key."""
+    """Generated clips depend on the config and the LoRA weights: all are in the key."""
     h = hashlib.sha256(config_hash(cfg).encode())
-    if lora_dir is not None:
-        h.update((lora_dir / LORA_FILE).read_bytes())
+    for folder in (lora_dir, style_lora_dir(cfg, lora_dir)):
+        if folder is not None:
+            h.update((folder / LORA_FILE).read_bytes())
     return cache_root / h.hexdigest()[:16]
 
 
@@ -80,6 +87,18 @@ def generate_clip(pipe, condition: torch.Tensor, caption: str, cfg: ExperimentCo
                  num_frames=cfg.data.num_frames, num_inference_steps=cfg.eval.num_inference_steps,
                  guidance_scale=cfg.eval.guidance_scale, generator=generator, output_type="pt").frames
     return video[0].float() * 2 - 1  # the pipeline returns [B, T, 3, H, W] in [0, 1]
+
+
+def two_stage_clip(pipe, condition: torch.Tensor, caption: str, cfg: ExperimentConfig,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The seed's two-stage path (arXiv 2510.27364): stage 1, the style LoRA alone makes a keyframe from the
+    caption (a black condition frame, as it was trained); stage 2, style + motion LoRAs expand the keyframe
+    into a clip [T, 3, H, W] in [-1, 1]. The real first frame is not used."""
+    pipe.set_adapters(["style"])
+    single = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1))
+    keyframe = generate_clip(pipe, torch.full_like(condition, -1.0), caption, single, generator)[0]
+    pipe.set_adapters(["style", "motion"])
+    return generate_clip(pipe, keyframe, caption, cfg, generator)
 
 
 def attacked_condition(components: models.WanComponents, item: dict, cfg: ExperimentConfig,
@@ -149,8 +168,12 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
     device = "cuda" if torch.cuda.is_available() else "cpu"
     components = models.build_components(cfg.model, device=device, seed=cfg.seed)
     pipe = models.make_pipeline(components)
+    style_dir = style_lora_dir(cfg, lora_dir)
     if lora_dir is not None:
-        lora.load_lora_into_pipeline(pipe, lora_dir)
+        lora.load_lora_into_pipeline(pipe, lora_dir, adapter_name="motion" if style_dir else "default")
+    if style_dir is not None:
+        lora.load_lora_into_pipeline(pipe, style_dir, adapter_name="style")
+    generate = two_stage_clip if style_dir is not None else generate_clip
     pipe.set_progress_bar_config(disable=True)
     ev = None if generate_only else build_evaluators(cfg, device)
     cache = cache_dir(cfg, cache_root, lora_dir)
@@ -173,7 +196,7 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
         for condition in conditions:
             def make() -> torch.Tensor:
                 first = item["condition"] if condition == "clean" else attacked_condition(components, item, cfg, index)
-                return generate_clip(pipe, first, item["caption"], cfg, seeding.generator(cfg.seed, "generation", index))
+                return generate(pipe, first, item["caption"], cfg, seeding.generator(cfg.seed, "generation", index))
 
             generated = _load_or_generate(cache / domain / condition / f"{clip}.safetensors", make)
             if generate_only:

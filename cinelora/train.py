@@ -8,6 +8,7 @@ early stopping, resumable checkpoints, a tqdm bar and a JSONL log. Every random 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -73,6 +74,26 @@ def _collate(items: list[dict]) -> dict:
         "condition": torch.stack([it["condition"] for it in items]),
         "caption": [it["caption"] for it in items],
     }
+
+
+def _collate_black_condition(items: list[dict]) -> dict:
+    """The style stage: single frames generated from a black condition frame, so that at inference a black
+    frame + caption gives a keyframe in the learned look (stage 1 of the two-stage pipeline)."""
+    batch = _collate(items)
+    batch["condition"] = torch.full_like(batch["condition"], -1.0)
+    return batch
+
+
+def _load_frozen_adapter(transformer, name: str, folder: Path) -> None:
+    """Load a finished LoRA (diffusers format, alpha from its metadata) as a frozen, active adapter."""
+    transformer.load_lora_adapter(str(folder / lora.LORA_WEIGHTS), adapter_name=name, use_safetensors=True)
+    _freeze_adapter(transformer, name)
+
+
+def _freeze_adapter(transformer, name: str) -> None:
+    for n, p in transformer.named_parameters():
+        if f".{name}." in n:
+            p.requires_grad_(False)
 
 
 def _training_loss(transformer, attack_model, c: models.WanComponents, inputs: dict, sigmas: torch.Tensor,
@@ -151,7 +172,23 @@ def _peak_memory_gib(device: torch.device) -> float | None:
 
 
 def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bool = True) -> TrainResult:
-    """Train (or resume) the LoRA of `cfg`; writes `train_log.jsonl` and the best LoRA under `out_dir/lora`."""
+    """Train (or resume) the LoRA of `cfg`; writes `train_log.jsonl` and the best LoRA under `out_dir/lora`.
+
+    Two-stage (train.stage: two_stage, the seed's "style decoupled from motion"): first a "style" LoRA on
+    single frames (T = 1, black condition frame) for train.style_steps steps under `out_dir/style/`, then
+    the "motion" LoRA on clips with the style LoRA loaded, active and frozen; both run this same loop."""
+    if cfg.train.stage == "single":
+        return train_stage(cfg, out_dir, ckpt_root, progress=progress)
+    style = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
+                                train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
+    train_stage(style, out_dir / "style", ckpt_root / "style", adapter="style", progress=progress)
+    return train_stage(cfg, out_dir, ckpt_root / "motion", adapter="motion",
+                       frozen={"style": out_dir / "style" / "lora"}, progress=progress)
+
+
+def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapter: str = "default",
+                frozen: dict[str, Path] | None = None, progress: bool = True) -> TrainResult:
+    """The training loop for one LoRA adapter (`frozen` adapters are loaded first and stay fixed)."""
     t0 = time.perf_counter()
     on_gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not on_gpu,  # on CPUs, several processes (torchrun) train through gloo DDP
@@ -169,7 +206,14 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     perceptual = PerceptualDistance(cfg.perceptual, cfg.seed, device) if needs_distance else None
     signal = "val_perceptual" if tc.early_stop_metric == "perceptual" else "val_loss"
     transformer = c.transformer
-    lora.attach_lora(transformer, cfg.lora)
+    for name, folder in (frozen or {}).items():
+        _load_frozen_adapter(transformer, name, folder)
+    lora.attach_lora(transformer, cfg.lora, adapter_name=adapter)
+    if frozen:
+        transformer.set_adapters([*frozen, adapter])  # all active; peft re-enables grads of active adapters
+        for name in frozen:
+            _freeze_adapter(transformer, name)
+    collate = _collate_black_condition if adapter == "style" else _collate
     speed.apply_speed_levers(transformer, speed.SpeedLevers(
         attention_backend=tc.attention_backend, checkpointing="full" if tc.gradient_checkpointing else "none",
         keep_attention_blocks=tc.keep_attention_blocks, offload_blocks=tc.offload_blocks,
@@ -191,11 +235,11 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
     _truncate_log(log_path, state.step)
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
 
-    val_batches = [_collate([val_set[(i * tc.batch_size + j) % len(val_set)] for j in range(tc.batch_size)])
+    val_batches = [collate([val_set[(i * tc.batch_size + j) % len(val_set)] for j in range(tc.batch_size)])
                    for i in range(tc.val_batches)]
     sampler = MicroStepSampler(len(train_set), cfg.seed, tc.batch_size, state.step * tc.grad_accum,
                                tc.steps * tc.grad_accum, accelerator.process_index, accelerator.num_processes)
-    batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=_collate, num_workers=tc.num_workers))
+    batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers))
 
     bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}/{cfg.profile}", unit="step",
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
@@ -258,7 +302,7 @@ def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bo
         lora.load_lora_state_dict(final, best_lora)  # keep the best validated LoRA, as early stopping promises
     lora_dir = out_dir / "lora"
     if accelerator.is_main_process:
-        lora.save_lora(final, lora_dir, cfg.lora)
+        lora.save_lora(final, lora_dir, cfg.lora, adapter_name=adapter)
     return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir,
                        time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
                        sum(p.numel() for p in final.parameters()))
