@@ -64,12 +64,11 @@ def package_versions() -> dict[str, str | None]:
 
 def _cpu_model() -> str:
     # platform.processor() is empty on most Linux systems; /proc/cpuinfo has the marketing name there.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    for line in lines:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 

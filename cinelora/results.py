@@ -88,8 +88,10 @@ def claim_run_dir(path: Path, force: bool) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, fsync it, then rename it over `path`."""
+    """Write `data` to a temporary file next to `path` (creating its folder), fsync it, then rename it over
+    `path`."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 keeps the usual umask-derived mode (mkstemp would leave results at 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -229,7 +229,6 @@ def main(results_root: Path, out: Path) -> None:
     """`python -m cinelora report numbers`: results/ → `out` (paper/generated/numbers.tex), atomically."""
     macros = make_numbers(read_results(results_root), read_summaries(results_root), read_compute(results_root),
                           figure_inputs(results_root), results_root)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_numbers(macros))
 
 

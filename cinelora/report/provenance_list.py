@@ -105,7 +105,6 @@ def main(results_root: Path, out: Path) -> None:
     macros = numbers.make_numbers(metrics, numbers.read_summaries(results_root), compute,
                                   numbers.figure_inputs(results_root), results_root)
     entries += [("generated/numbers.tex", "\\" + m.name, source) for m in macros for source in m.sources]
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, make_provenance(entries))
 
 

@@ -136,7 +136,6 @@ def main(results_root: Path, out: Path) -> None:
     `python -m cinelora report table1` calls this with `results` and `paper/tables/table1.tex`.
     """
     text = make_table1(read_results(results_root))
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
 
 

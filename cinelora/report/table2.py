@@ -242,7 +242,6 @@ def main(results_root: Path, out: Path) -> None:
     `python -m cinelora report table2` calls this with `results` and `paper/tables/table2.tex`.
     """
     text = make_table2(read_results(results_root))
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
 
 

@@ -201,7 +201,6 @@ def main(results_root: Path, out: Path) -> None:
     `python -m cinelora report table3` calls this with `results` and `paper/tables/table3.tex`.
     """
     text = make_table3(read_results(results_root), read_configs(results_root))
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
 
 

@@ -232,7 +232,6 @@ def main(results_root: Path, out: Path) -> None:
     `python -m cinelora report table4` calls this with `results` and `paper/tables/table4.tex`.
     """
     text = make_table4(read_compute(results_root))
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
 
 
