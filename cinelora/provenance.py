@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import resource
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import torch
 from cinelora.config import ExperimentConfig, config_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GIT_SHA_VARIABLE = "CINELORA_GIT_SHA"
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "lpips", "torchmetrics", "numpy", "decord")
 # Outputs, not inputs: a run writing its own results must not mark the code it ran as dirty.
 _OUTPUT_PATHSPECS = (":(exclude)results", ":(exclude)paper")
@@ -38,8 +40,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_sha() -> str:
-    """The checked-out commit of the cinelora repository, or "unknown" outside a checkout (or before the first commit)."""
-    return _git("rev-parse", "HEAD") or "unknown"
+    """The checked-out commit of the cinelora repository, or "unknown" outside a checkout (or before the first commit).
+
+    A copy of the tree without `.git` (e.g. sent to a remote GPU machine) names its commit in `CINELORA_GIT_SHA`.
+    """
+    sha = _git("rev-parse", "HEAD") or os.environ.get(GIT_SHA_VARIABLE, "unknown")
+    if sha != "unknown" and not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise ValueError(f"{GIT_SHA_VARIABLE}={sha!r}: expected a 40-character hexadecimal commit id")
+    return sha
 
 
 def git_dirty() -> bool | None:

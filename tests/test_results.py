@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cinelora import results
+from cinelora import provenance, results
 from cinelora.config import ExperimentConfig, config_hash
 from cinelora.provenance import collect_provenance, git_sha
 from cinelora.results import (
@@ -229,3 +229,14 @@ def test_schema_defines_exactly_the_registered_metrics_with_their_direction():
     for column in METRIC_COLUMNS:
         assert f"| `{column}` |" in schema
     assert set(results.CONDITIONS) <= set(re.findall(r"`(clean|attacked)`", schema))
+
+
+def test_git_sha_of_a_tree_without_checkout_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)  # a copy of the tree without .git
+    monkeypatch.delenv(provenance.GIT_SHA_VARIABLE, raising=False)
+    assert provenance.git_sha() == "unknown" and provenance.git_dirty() is None
+    monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "ab" * 20)
+    assert provenance.git_sha() == "ab" * 20
+    monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "main")
+    with pytest.raises(ValueError, match="CINELORA_GIT_SHA='main'"):
+        provenance.git_sha()

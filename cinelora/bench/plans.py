@@ -70,6 +70,9 @@ PLANS: dict[str, Plan] = {
         _case("compile_offload_720p", P720, 2, compile_blocks=True, offload_blocks=40),
         _case("compile_keepattn8_offload32_720p", P720, 2, compile_blocks=True, keep_attention_blocks=8,
               offload_blocks=32),
+        _case("compile_720p", P720, 2, compile_blocks=True),
+        _case("compile_keepattn16_offload24_720p", P720, 2, compile_blocks=True, keep_attention_blocks=16,
+              offload_blocks=24),
     ), configuration=P720, device="cuda", attention_sizes=(P480, P720)),
     # The same code paths at the smoke preset on the CPU, in seconds (tests, `make bench` without a GPU).
     "smoke": Plan("smoke", (
