@@ -327,8 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     from cinelora.metrics.lpips_distance import MissingWeightsError
     from cinelora.models import ModelSourceError
     from cinelora.results import ResultsExistError
+    from cinelora.speed import configure_cuda_allocator
     from cinelora.train import NonFiniteLossError
 
+    configure_cuda_allocator()
     try:
         args.func(args)
     except ConfigError as err:

@@ -42,9 +42,10 @@ def _git(*args: str) -> str | None:
 def git_sha() -> str:
     """The checked-out commit of the cinelora repository, or "unknown" outside a checkout (or before the first commit).
 
-    A copy of the tree without `.git` (e.g. sent to a remote GPU machine) names its commit in `CINELORA_GIT_SHA`.
+    `CINELORA_GIT_SHA`, when set, names it instead: for a copy of the tree sent to a remote GPU machine, whose
+    `.git` (if any came along) need not be the one the tree was committed in.
     """
-    sha = _git("rev-parse", "HEAD") or os.environ.get(GIT_SHA_VARIABLE, "unknown")
+    sha = os.environ.get(GIT_SHA_VARIABLE) or _git("rev-parse", "HEAD") or "unknown"
     if sha != "unknown" and not re.fullmatch(r"[0-9a-f]{40}", sha):
         raise ValueError(f"{GIT_SHA_VARIABLE}={sha!r}: expected a 40-character hexadecimal commit id")
     return sha
@@ -53,8 +54,10 @@ def git_sha() -> str:
 def git_dirty() -> bool | None:
     """True when code or configs differ from the commit (untracked files count; results/ and paper/ do not).
 
-    None when there is no checkout to compare with.
+    None when there is no checkout to compare with, or when `CINELORA_GIT_SHA` names the commit.
     """
+    if os.environ.get(GIT_SHA_VARIABLE):
+        return None
     status = _git("status", "--porcelain", "--", ".", *_OUTPUT_PATHSPECS)
     return None if status is None else bool(status)
 
@@ -89,6 +92,7 @@ def device_info() -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name() if cuda else None,
         "cuda_device_count": torch.cuda.device_count() if cuda else 0,
         "cuda_runtime": torch.version.cuda,
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
 
 

@@ -24,13 +24,19 @@ the benchmark's baseline. Measured effects on one H100 80GB (torch 2.11, cuDNN 9
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 from diffusers import WanTransformer3DModel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
 CHECKPOINTING = ("none", "full")
 
@@ -74,22 +80,71 @@ def _keep_self_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
-def _to_cpu(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    """A CPU copy of `tensor` (pinned, copied on a side stream when on CUDA) and the event that ends the copy."""
+def _copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """The side stream of `device` that every offload copy, out and back, runs on (so they stay in order)."""
+    return _copy_streams.setdefault(device, torch.cuda.Stream(device))
+
+
+def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of `tensor`: pinned and copied on the side stream when on CUDA (the copy is not waited for)."""
     if not tensor.is_cuda:
-        return tensor.detach().clone(), None
-    stream = _copy_streams.setdefault(tensor.device, torch.cuda.Stream(tensor.device))
+        return tensor.detach().clone()
+    stream = _copy_stream(tensor.device)
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     stream.wait_stream(torch.cuda.current_stream(tensor.device))
     with torch.cuda.stream(stream):
         host.copy_(tensor, non_blocking=True)
     tensor.record_stream(stream)  # the allocator must not reuse its memory before the copy has read it
-    return host, stream.record_event()
+    return host
+
+
+def _log_sumexp_index(op: torch._ops.OpOverload) -> int | None:
+    names = [a.name for a in op._schema.arguments]
+    return names.index("compute_log_sumexp") if "compute_log_sumexp" in names else None
+
+
+# which argument of each fused attention op asks for the log-sum-exp the backward needs (None: always returned)
+_LOG_SUMEXP_ARG = {op: _log_sumexp_index(op) for op in _ATTENTION_OPS}
+
+
+class _AttentionTape(TorchDispatchMode):
+    """Records a block's self-attention kernel outputs in CPU memory (`record=True`, in the forward without
+    autograd) or hands them back in the block's recompute instead of running the kernels again.
+
+    `ignore_compile_internals` keeps compiled blocks compiled: their attention kernels are calls out of the
+    compiled code and still dispatch here at run time; while torch.compile traces, ops pass through.
+    """
+
+    def __init__(self, entries: list, record: bool):
+        super().__init__()
+        self.entries, self.record = entries, record
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        return True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tracing = torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
+        if tracing or func not in _ATTENTION_OPS or args[1].shape[-2] != args[0].shape[-2]:
+            return func(*args, **kwargs)
+        if self.record:
+            index = _LOG_SUMEXP_ARG[func]
+            if index is not None:  # without autograd the kernel would skip the log-sum-exp the backward needs
+                args = (*args[:index], True, *args[index + 1:])
+            out = func(*args, **kwargs)
+            self.entries.append(tree_map_only(torch.Tensor, _to_cpu, out))
+            return out
+        if not self.entries:
+            raise RuntimeError(f"{func}: the recompute runs more self-attention kernels than the forward recorded")
+        return self.entries.pop(0)
 
 
 class _OffloadedCheckpoint(torch.autograd.Function):
-    """A checkpointed block whose input waits in CPU memory: forward without saving anything, backward
-    copies the input back, recomputes the block with autograd on and backpropagates through it.
+    """A checkpointed block whose input (and, with `keep_attention`, its self-attention outputs) waits in CPU
+    memory: forward without saving anything on the device, backward copies them back (prefetched while the
+    block after it in the backward order recomputes), recomputes the block with autograd on and
+    backpropagates through it.
 
     The block's trainable parameters are passed as inputs so the output requires a gradient even where
     the hidden states do not (block 0); their gradients accumulate in the inner backward, as in torch's
@@ -97,42 +152,88 @@ class _OffloadedCheckpoint(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, block: torch.nn.Module, n_args: int, *inputs):
+    def forward(ctx, block: torch.nn.Module, keep_attention: bool, n_args: int, *inputs):
         args, params = inputs[:n_args], inputs[n_args:]
         hidden, rest = args[0], args[1:]
         device_type = hidden.device.type
         ctx.block, ctx.n_args, ctx.n_params, ctx.device = block, n_args, len(params), hidden.device
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
-        ctx.host, ctx.copied = _to_cpu(hidden)
         ctx.hidden_grad = hidden.requires_grad
         ctx.rest = rest  # encoder states, modulation and RoPE tables: shared by every block, stay on the device
-        return block(hidden, *rest)
+        ctx.host, ctx.tape, ctx.fetched = _to_cpu(hidden), ([] if keep_attention else None), None
+        with _AttentionTape(ctx.tape, record=True) if keep_attention else contextlib.nullcontext():
+            out = block(hidden, *rest)
+        _pending.append(weakref.ref(ctx))
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        if ctx.copied is not None:
-            ctx.copied.synchronize()
-        hidden = ctx.host.to(ctx.device, non_blocking=True).requires_grad_(ctx.hidden_grad)
+        _fetch(ctx)
+        _prefetch_next()
+        hidden, tape, copied = ctx.fetched
+        if copied is not None:
+            compute = torch.cuda.current_stream(ctx.device)
+            compute.wait_event(copied)
+            for t in (hidden, *tree_flatten(tape)[0]):
+                if isinstance(t, torch.Tensor):
+                    t.record_stream(compute)  # made on the copy stream, used and freed on this one
+        hidden = hidden.requires_grad_(ctx.hidden_grad)
         rest = [r.detach().requires_grad_(r.requires_grad) if isinstance(r, torch.Tensor) else r for r in ctx.rest]
         device_type, dtype, enabled = ctx.autocast
-        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled), \
+                _AttentionTape(tape, record=False) if tape is not None else contextlib.nullcontext():
             out = ctx.block(hidden, *rest)
+        if tape:
+            raise RuntimeError(f"the recompute replayed {len(ctx.tape) - len(tape)} of {len(ctx.tape)} recorded "
+                               "self-attention outputs: the block ran differently in its forward and its recompute")
         torch.autograd.backward(out, grad_out)
         grads = [hidden.grad] + [r.grad if isinstance(r, torch.Tensor) else None for r in rest]
-        return (None, None, *grads, *([None] * ctx.n_params))
+        ctx.host = ctx.tape = ctx.fetched = None  # done: the pinned buffers go back to torch's host cache
+        return (None, None, None, *grads, *([None] * ctx.n_params))
 
 
-def _offloaded_checkpoint(block: torch.nn.Module, *args) -> torch.Tensor:
+# forward contexts of offloaded blocks whose backward has not run, in forward order (weak: a graph freed
+# without a backward drops its entries)
+_pending: list[weakref.ref] = []
+
+
+def _fetch(ctx) -> None:
+    """Start copying a block's offloaded tensors back to its device (on the copy stream, once)."""
+    if ctx.fetched is not None:
+        return
+    if ctx.device.type != "cuda":
+        ctx.fetched = (ctx.host, list(ctx.tape) if ctx.tape is not None else None, None)
+        return
+    stream = _copy_stream(ctx.device)  # behind the forward's copies to the CPU: no wait needed
+    with torch.cuda.stream(stream):
+        back = tree_map_only(torch.Tensor, lambda t: t.to(ctx.device, non_blocking=True), (ctx.host, ctx.tape))
+    ctx.fetched = (*back, stream.record_event())
+
+
+def _prefetch_next() -> None:
+    """Fetch the next offloaded block of the backward order, so its copy overlaps this block's recompute."""
+    while _pending:
+        ctx = _pending[-1]()
+        if ctx is None or ctx.fetched is not None or ctx.host is None:
+            _pending.pop()
+            continue
+        _fetch(ctx)
+        return
+
+
+def _offloaded_checkpoint(block: torch.nn.Module, keep_attention: bool, *args) -> torch.Tensor:
     params = [p for p in block.parameters() if p.requires_grad]
-    return _OffloadedCheckpoint.apply(block, len(args), *args, *params)
+    return _OffloadedCheckpoint.apply(block, keep_attention, len(args), *args, *params)
 
 
 def block_strategies(num_blocks: int, levers: SpeedLevers) -> list[str]:
-    """Per block: "keep_attention" (first k), "offload" (last m) or "full"."""
+    """Per block: "keep_attention" (first k), "offload" (last m), "offload_keep_attention" (both) or "full"."""
     k, m = levers.keep_attention_blocks, levers.offload_blocks
-    if k + m > num_blocks:
-        raise ValueError(f"keep_attention_blocks + offload_blocks = {k + m} > {num_blocks} blocks")
-    return ["keep_attention" if i < k else "offload" if i >= num_blocks - m else "full" for i in range(num_blocks)]
+    if max(k, m) > num_blocks:
+        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}: the transformer has {num_blocks} blocks")
+    names = {(True, False): "keep_attention", (False, True): "offload", (True, True): "offload_keep_attention",
+             (False, False): "full"}
+    return [names[i < k, i >= num_blocks - m] for i in range(num_blocks)]
 
 
 def _checkpoint_function(strategies: dict[int, str]):
@@ -141,13 +242,22 @@ def _checkpoint_function(strategies: dict[int, str]):
 
     def checkpoint_block(block: torch.nn.Module, *args):
         strategy = strategies[id(block)]
-        if strategy == "offload":
-            return _offloaded_checkpoint(block, *args)
+        if strategy.startswith("offload"):
+            return _offloaded_checkpoint(block, strategy == "offload_keep_attention", *args)
         if strategy == "keep_attention":
             return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=keep)
         return checkpoint(block.__call__, *args, use_reentrant=False)  # = diffusers' default function
 
     return checkpoint_block
+
+
+def configure_cuda_allocator() -> None:
+    """Use expandable segments in torch's CUDA allocator unless the user configured it; call before CUDA's first use.
+
+    At 720x1280x81 the default allocator fails with 10.8 GiB reserved but free (fragmentation between the
+    480p and 720p tensor sizes of one process); expandable segments fit the same step (results/bench/*_h100-d/e).
+    """
+    os.environ.setdefault(ALLOCATOR_VARIABLE, "expandable_segments:True")
 
 
 def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) -> None:
@@ -169,4 +279,5 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         transformer.compile_repeated_blocks(dynamic=False)
 
 
-__all__ = ["SpeedLevers", "apply_speed_levers", "block_strategies", "ATTENTION_BACKENDS", "CHECKPOINTING"]
+__all__ = ["SpeedLevers", "apply_speed_levers", "block_strategies", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
+           "ATTENTION_BACKENDS", "CHECKPOINTING"]

@@ -2,6 +2,7 @@
 counter, the speed levers leave the gradients unchanged, and the smoke plan runs end to end."""
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -13,10 +14,12 @@ from cinelora.bench import flops
 from cinelora.bench.plans import PLANS, run_plan
 from cinelora.bench.step_bench import image_tokens, peak_bf16_tflops
 from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig
-from cinelora.speed import SpeedLevers, apply_speed_levers, block_strategies
+from cinelora.speed import (ALLOCATOR_VARIABLE, SpeedLevers, apply_speed_levers, block_strategies,
+                            configure_cuda_allocator)
 
 LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
-          SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1)]
+          SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1),
+          SpeedLevers(keep_attention_blocks=2, offload_blocks=1)]
 
 # one block, d = 4, FFN 8, 2 video tokens (5 frames of 16x16 -> latents 2x2x2 -> patches 2x1x1), 3 image tokens
 TINY = dict(num_attention_heads=1, attention_head_dim=4, ffn_dim=8, num_layers=1, patch_size=(1, 2, 2),
@@ -157,12 +160,23 @@ def test_attention_backend_is_set_for_every_case(smoke_transformer):
 def test_lever_validation_and_block_assignment():
     assert block_strategies(5, SpeedLevers(keep_attention_blocks=2, offload_blocks=1)) == [
         "keep_attention", "keep_attention", "full", "full", "offload"]
-    with pytest.raises(ValueError, match="> 3 blocks"):
-        block_strategies(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2))
+    assert block_strategies(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2)) == [
+        "keep_attention", "offload_keep_attention", "offload"]
+    with pytest.raises(ValueError, match="has 3 blocks"):
+        block_strategies(3, SpeedLevers(offload_blocks=4))
     with pytest.raises(ValueError, match="checkpointing='full'"):
         SpeedLevers(checkpointing="none", offload_blocks=1)
     with pytest.raises(ValueError, match="attention_backend"):
         SpeedLevers(attention_backend="flash_hub")
+
+
+def test_cuda_allocator_uses_expandable_segments_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv(ALLOCATOR_VARIABLE, raising=False)
+    configure_cuda_allocator()
+    assert os.environ[ALLOCATOR_VARIABLE] == "expandable_segments:True"
+    monkeypatch.setenv(ALLOCATOR_VARIABLE, "max_split_size_mb:512")
+    configure_cuda_allocator()
+    assert os.environ[ALLOCATOR_VARIABLE] == "max_split_size_mb:512"
 
 
 def test_peak_bf16_lookup():

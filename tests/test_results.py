@@ -231,11 +231,13 @@ def test_schema_defines_exactly_the_registered_metrics_with_their_direction():
     assert set(results.CONDITIONS) <= set(re.findall(r"`(clean|attacked)`", schema))
 
 
-def test_git_sha_of_a_tree_without_checkout_comes_from_the_environment(monkeypatch, tmp_path):
+def test_git_sha_named_in_the_environment_wins_over_the_checkout(monkeypatch, tmp_path):
     monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)  # a copy of the tree without .git
     monkeypatch.delenv(provenance.GIT_SHA_VARIABLE, raising=False)
     assert provenance.git_sha() == "unknown" and provenance.git_dirty() is None
     monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "ab" * 20)
+    assert provenance.git_sha() == "ab" * 20 and provenance.git_dirty() is None
+    monkeypatch.setattr(provenance, "REPO_ROOT", REPO)  # a checkout: the variable still names the commit
     assert provenance.git_sha() == "ab" * 20
     monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "main")
     with pytest.raises(ValueError, match="CINELORA_GIT_SHA='main'"):

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from cinelora.bench.plans import DeviceUnavailableError, run_plan
+    from cinelora.speed import configure_cuda_allocator
+
+    configure_cuda_allocator()
 
     only = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
     try:

@@ -73,6 +73,12 @@ PLANS: dict[str, Plan] = {
         _case("compile_720p", P720, 2, compile_blocks=True),
         _case("compile_keepattn16_offload24_720p", P720, 2, compile_blocks=True, keep_attention_blocks=16,
               offload_blocks=24),
+        # offloaded blocks that keep their attention outputs too (in CPU memory): no attention recompute at all
+        _case("compile_keepattn40_offload24_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
+              offload_blocks=24),
+        _case("compile_keepattn40_offload40_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
+              offload_blocks=40),
+        _case("compile_keepattn_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40),  # > 80 GB
     ), configuration=P720, device="cuda", attention_sizes=(P480, P720)),
     # The same code paths at the smoke preset on the CPU, in seconds (tests, `make bench` without a GPU).
     "smoke": Plan("smoke", (
