@@ -86,11 +86,12 @@ def _copy_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU copy of `tensor`: pinned and copied on the side stream when on CUDA (the copy is not waited for)."""
+    """A CPU copy of `tensor` with its strides (compiled code checks them): pinned and copied on the side
+    stream when on CUDA (the copy is not waited for)."""
     if not tensor.is_cuda:
         return tensor.detach().clone()
     stream = _copy_stream(tensor.device)
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, pin_memory=True)
     stream.wait_stream(torch.cuda.current_stream(tensor.device))
     with torch.cuda.stream(stream):
         host.copy_(tensor, non_blocking=True)
