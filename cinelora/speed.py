@@ -25,7 +25,6 @@ the benchmark's baseline. Measured effects on one H100 80GB (torch 2.11, cuDNN 9
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import weakref
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from torch.utils.checkpoint import checkpoint
 
 ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
@@ -70,13 +69,6 @@ class SpeedLevers:
         return asdict(self)
 
 
-def _keep_self_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    """Selective-checkpoint policy: keep self-attention outputs (key length = query length), recompute the rest."""
-    if op in _ATTENTION_OPS and args[1].shape[-2] == args[0].shape[-2]:
-        return CheckpointPolicy.MUST_SAVE
-    return CheckpointPolicy.PREFER_RECOMPUTE
-
-
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -85,18 +77,26 @@ def _copy_stream(device: torch.device) -> torch.cuda.Stream:
     return _copy_streams.setdefault(device, torch.cuda.Stream(device))
 
 
-def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU copy of `tensor` with its strides (compiled code checks them): pinned and copied on the side
-    stream when on CUDA (the copy is not waited for)."""
-    if not tensor.is_cuda:
-        return tensor.detach().clone()
+class _Host:
+    """The pinned CPU copy of a CUDA tensor, with its strides (compiled code checks them)."""
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+def _stash(tensor: torch.Tensor, offload: bool) -> torch.Tensor | _Host:
+    """What a checkpoint keeps of `tensor` for its backward: the tensor itself, or with `offload` (CUDA tensors
+    that hold data) a pinned CPU copy, copied on the side stream and not waited for."""
+    if not (offload and tensor.is_cuda and tensor.numel()):
+        return tensor.detach()
     stream = _copy_stream(tensor.device)
     host = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, pin_memory=True)
     stream.wait_stream(torch.cuda.current_stream(tensor.device))
     with torch.cuda.stream(stream):
         host.copy_(tensor, non_blocking=True)
     tensor.record_stream(stream)  # the allocator must not reuse its memory before the copy has read it
-    return host
+    return _Host(host)
 
 
 def _log_sumexp_index(op: torch._ops.OpOverload) -> int | None:
@@ -109,16 +109,16 @@ _LOG_SUMEXP_ARG = {op: _log_sumexp_index(op) for op in _ATTENTION_OPS}
 
 
 class _AttentionTape(TorchDispatchMode):
-    """Records a block's self-attention kernel outputs in CPU memory (`record=True`, in the forward without
-    autograd) or hands them back in the block's recompute instead of running the kernels again.
+    """Records a block's self-attention kernel outputs in its forward without autograd (`record=True`), or
+    hands them back in the block's recompute instead of running the kernels again.
 
     `ignore_compile_internals` keeps compiled blocks compiled: their attention kernels are calls out of the
     compiled code and still dispatch here at run time; while torch.compile traces, ops pass through.
     """
 
-    def __init__(self, entries: list, record: bool):
+    def __init__(self, entries: list, record: bool, offload: bool = False):
         super().__init__()
-        self.entries, self.record = entries, record
+        self.entries, self.record, self.offload = entries, record, offload
 
     @classmethod
     def ignore_compile_internals(cls) -> bool:
@@ -134,18 +134,20 @@ class _AttentionTape(TorchDispatchMode):
             if index is not None:  # without autograd the kernel would skip the log-sum-exp the backward needs
                 args = (*args[:index], True, *args[index + 1:])
             out = func(*args, **kwargs)
-            self.entries.append(tree_map_only(torch.Tensor, _to_cpu, out))
+            # a clone: compiled code reuses an output's buffer once it is dead (torch's own selective
+            # checkpointing keeps the buffer itself, and compiled blocks then get wrong gradients)
+            self.entries.append(tree_map_only(torch.Tensor, lambda t: _stash(t.clone(), self.offload), out))
             return out
         if not self.entries:
             raise RuntimeError(f"{func}: the recompute runs more self-attention kernels than the forward recorded")
         return self.entries.pop(0)
 
 
-class _OffloadedCheckpoint(torch.autograd.Function):
-    """A checkpointed block whose input (and, with `keep_attention`, its self-attention outputs) waits in CPU
-    memory: forward without saving anything on the device, backward copies them back (prefetched while the
-    block after it in the backward order recomputes), recomputes the block with autograd on and
-    backpropagates through it.
+class _BlockCheckpoint(torch.autograd.Function):
+    """A checkpointed block: forward without autograd keeping only its input (and, with `keep_attention`,
+    its self-attention outputs); backward recomputes the block with autograd on, the attention replayed, and
+    backpropagates through it. With `offload` what it keeps waits in pinned CPU memory and is copied back
+    in the backward (prefetched while the block after it in the backward order recomputes).
 
     The block's trainable parameters are passed as inputs so the output requires a gradient even where
     the hidden states do not (block 0); their gradients accumulate in the inner backward, as in torch's
@@ -153,18 +155,19 @@ class _OffloadedCheckpoint(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, block: torch.nn.Module, keep_attention: bool, n_args: int, *inputs):
+    def forward(ctx, block: torch.nn.Module, offload: bool, keep_attention: bool, n_args: int, *inputs):
         args, params = inputs[:n_args], inputs[n_args:]
         hidden, rest = args[0], args[1:]
         device_type = hidden.device.type
-        ctx.block, ctx.n_args, ctx.n_params, ctx.device = block, n_args, len(params), hidden.device
+        ctx.block, ctx.n_params, ctx.device = block, len(params), hidden.device
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
         ctx.hidden_grad = hidden.requires_grad
         ctx.rest = rest  # encoder states, modulation and RoPE tables: shared by every block, stay on the device
-        ctx.host, ctx.tape, ctx.fetched = _to_cpu(hidden), ([] if keep_attention else None), None
-        with _AttentionTape(ctx.tape, record=True) if keep_attention else contextlib.nullcontext():
+        ctx.kept, ctx.tape, ctx.fetched = _stash(hidden, offload), ([] if keep_attention else None), None
+        with _AttentionTape(ctx.tape, True, offload) if keep_attention else contextlib.nullcontext():
             out = block(hidden, *rest)
-        _pending.append(weakref.ref(ctx))
+        if offload:
+            _pending.append(weakref.ref(ctx))
         return out
 
     @staticmethod
@@ -176,7 +179,7 @@ class _OffloadedCheckpoint(torch.autograd.Function):
             compute = torch.cuda.current_stream(ctx.device)
             compute.wait_event(copied)
             for t in (hidden, *tree_flatten(tape)[0]):
-                if isinstance(t, torch.Tensor):
+                if isinstance(t, torch.Tensor) and t.is_cuda:
                     t.record_stream(compute)  # made on the copy stream, used and freed on this one
         hidden = hidden.requires_grad_(ctx.hidden_grad)
         rest = [r.detach().requires_grad_(r.requires_grad) if isinstance(r, torch.Tensor) else r for r in ctx.rest]
@@ -189,8 +192,8 @@ class _OffloadedCheckpoint(torch.autograd.Function):
                                "self-attention outputs: the block ran differently in its forward and its recompute")
         torch.autograd.backward(out, grad_out)
         grads = [hidden.grad] + [r.grad if isinstance(r, torch.Tensor) else None for r in rest]
-        ctx.host = ctx.tape = ctx.fetched = None  # done: the pinned buffers go back to torch's host cache
-        return (None, None, None, *grads, *([None] * ctx.n_params))
+        ctx.kept = ctx.tape = ctx.fetched = None  # done: pinned buffers go back to torch's host cache
+        return (None, None, None, None, *grads, *([None] * ctx.n_params))
 
 
 # forward contexts of offloaded blocks whose backward has not run, in forward order (weak: a graph freed
@@ -202,12 +205,13 @@ def _fetch(ctx) -> None:
     """Start copying a block's offloaded tensors back to its device (on the copy stream, once)."""
     if ctx.fetched is not None:
         return
-    if ctx.device.type != "cuda":
-        ctx.fetched = (ctx.host, list(ctx.tape) if ctx.tape is not None else None, None)
+    offloaded = [t for t in tree_flatten((ctx.kept, ctx.tape))[0] if isinstance(t, _Host)]
+    if not offloaded:
+        ctx.fetched = (ctx.kept, list(ctx.tape) if ctx.tape is not None else None, None)
         return
     stream = _copy_stream(ctx.device)  # behind the forward's copies to the CPU: no wait needed
     with torch.cuda.stream(stream):
-        back = tree_map_only(torch.Tensor, lambda t: t.to(ctx.device, non_blocking=True), (ctx.host, ctx.tape))
+        back = tree_map_only(_Host, lambda h: h.tensor.to(ctx.device, non_blocking=True), (ctx.kept, ctx.tape))
     ctx.fetched = (*back, stream.record_event())
 
 
@@ -215,16 +219,11 @@ def _prefetch_next() -> None:
     """Fetch the next offloaded block of the backward order, so its copy overlaps this block's recompute."""
     while _pending:
         ctx = _pending[-1]()
-        if ctx is None or ctx.fetched is not None or ctx.host is None:
+        if ctx is None or ctx.fetched is not None or ctx.kept is None:
             _pending.pop()
             continue
         _fetch(ctx)
         return
-
-
-def _offloaded_checkpoint(block: torch.nn.Module, keep_attention: bool, *args) -> torch.Tensor:
-    params = [p for p in block.parameters() if p.requires_grad]
-    return _OffloadedCheckpoint.apply(block, keep_attention, len(args), *args, *params)
 
 
 def block_strategies(num_blocks: int, levers: SpeedLevers) -> list[str]:
@@ -239,15 +238,14 @@ def block_strategies(num_blocks: int, levers: SpeedLevers) -> list[str]:
 
 def _checkpoint_function(strategies: dict[int, str]):
     """The `gradient_checkpointing_func` diffusers calls as f(block, *block_args), per block's strategy."""
-    keep = functools.partial(create_selective_checkpoint_contexts, _keep_self_attention)
 
     def checkpoint_block(block: torch.nn.Module, *args):
         strategy = strategies[id(block)]
-        if strategy.startswith("offload"):
-            return _offloaded_checkpoint(block, strategy == "offload_keep_attention", *args)
-        if strategy == "keep_attention":
-            return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=keep)
-        return checkpoint(block.__call__, *args, use_reentrant=False)  # = diffusers' default function
+        if strategy == "full":
+            return checkpoint(block.__call__, *args, use_reentrant=False)  # = diffusers' default function
+        params = [p for p in block.parameters() if p.requires_grad]
+        return _BlockCheckpoint.apply(block, strategy.startswith("offload"), strategy.endswith("keep_attention"),
+                                      len(args), *args, *params)
 
     return checkpoint_block
 
