@@ -196,6 +196,9 @@ def test_smoke_plan_runs_end_to_end(tmp_path):
         assert figures[case, "s_per_step_median"] > 0 and figures[case, "steps_timed"] == 2
         # same LoRA, same noise: every lever computes the same first loss
         assert figures[case, "loss_first_step"] == pytest.approx(figures["baseline", "loss_first_step"], rel=1e-5)
+        assert figures[case, "grad_norm_first_step"] == pytest.approx(figures["baseline", "grad_norm_first_step"],
+                                                                      rel=1e-4)
+    assert figures["baseline", "grad_norm_first_step"] > 0
     with open(tmp_path / "configuration_t.csv", newline="") as f:
         stages = {r["stage"] for r in csv.DictReader(f)}
     assert stages == {"build_models", "vae_latents", "condition_latents", "text_embeddings", "image_embeddings",

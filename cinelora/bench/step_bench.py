@@ -2,10 +2,11 @@
 
 The transformer is built once at its preset's true size with random weights (speed and memory do not
 depend on the values), the LoRA of the experiment config is attached once, and every case starts from
-the same LoRA values with a fresh AdamW, so the first loss of every case is the same computation (a
-check that a lever changes speed, not results). A step is the training loop's micro-step (`cinelora.train`
-through `cinelora.objective`: `draw_noise`, `objective` under accelerate's autocast, backward, gradient
-clipping, AdamW, zero_grad), timed between device synchronisations after `warmup` untimed steps.
+the same LoRA values with a fresh AdamW, so the first step of every case is the same computation: its loss
+and LoRA gradient norm check that a lever changes speed, not results. A step is the training loop's
+micro-step (`cinelora.train` through `cinelora.objective`: `draw_noise`, `objective` under accelerate's
+autocast, backward, gradient clipping, AdamW, zero_grad), timed between device synchronisations after
+`warmup` untimed steps.
 """
 from __future__ import annotations
 
@@ -105,17 +106,18 @@ class StepBench:
         self.initial_lora = lora.lora_state_dict(self.transformer)
         self.compiled = False
 
-    def _step(self, optimizer: torch.optim.Optimizer, inputs: dict, index: int) -> float:
+    def _step(self, optimizer: torch.optim.Optimizer, inputs: dict, index: int) -> tuple[float, float]:
+        """One micro-step; returns its loss and the LoRA gradient norm before clipping."""
         tc = self.train_cfg
         sigmas, noise = objective.draw_noise(self.seed, "noise", index, inputs["latents"], ModelConfig().flow_shift)
         with self.accelerator.autocast():
             # the training loop's objective without perceptual term or attack: the flow-matching loss
             loss = objective.objective(self.transformer, None, inputs, sigmas, noise, None, 0.0)[0]
             self.accelerator.backward(loss)
-        self.accelerator.clip_grad_norm_(lora.lora_parameters(self.transformer), tc.max_grad_norm)
+        grad_norm = self.accelerator.clip_grad_norm_(lora.lora_parameters(self.transformer), tc.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(loss.detach()), float(grad_norm)
 
     def run(self, case: BenchCase) -> dict:
         """Time one case; returns its figures (an `oom` or `error` entry instead when it failed)."""
@@ -134,12 +136,12 @@ class StepBench:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         result: dict = {}
-        times, losses = [], []
+        times, firsts = [], []
         try:
             for index in range(case.warmup + case.steps):
                 _sync(self.device)
                 t0 = time.perf_counter()
-                losses.append(self._step(optimizer, inputs, index))
+                firsts.append(self._step(optimizer, inputs, index))
                 _sync(self.device)
                 if index >= case.warmup:
                     times.append(time.perf_counter() - t0)
@@ -162,7 +164,8 @@ class StepBench:
         tokens = video_tokens(models.transformer_config(self.architecture), case.frames, case.height, case.width)
         result.update({
             "s_per_step_median": median, "s_per_step_min": min(times), "s_per_step_max": max(times),
-            "steps_timed": float(len(times)), "tokens_per_s": tokens / median, "loss_first_step": losses[0],
+            "steps_timed": float(len(times)), "tokens_per_s": tokens / median, "loss_first_step": firsts[0][0],
+            "grad_norm_first_step": firsts[0][1],
             "model_flop_per_step": float(flops.model), "hardware_flop_per_step": float(flops.hardware),
         })
         peak = peak_bf16_tflops(torch.cuda.get_device_name(self.device)) if on_gpu else None
