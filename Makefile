@@ -25,7 +25,7 @@ PAPER := paper
 METRICS        := $(sort $(wildcard results/*/*/metrics.csv))
 CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
 RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json))
-BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv))
+BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv))
 BENCH_PROV     := $(sort $(wildcard results/bench/provenance_*.json))
 METHOD_RUNS    := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/train_log.jsonl \
                     results/$(e)/*/provenance.json results/$(e)/*/config.resolved.yaml)))

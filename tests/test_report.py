@@ -225,9 +225,9 @@ def test_table4_reads_the_bench_and_the_training_runs_and_says_not_measured(tmp_
     by_label = {r.label: r for r in rows}
     baseline = by_label["h100: NVIDIA H100 80GB HBM3 baseline_480p 81x480x832"]
     assert baseline.scale == "true size" and baseline.device == "H100 80GB HBM3"
-    assert baseline.cells[2:5] == ("$13.4$", "$53.2$", r"$31.8\%$")
+    assert baseline.cells[2:6] == ("$13.4$", r"$1.00\times$", "$53.2$", r"$31.8\%$")
     assert by_label["h100: NVIDIA H100 80GB HBM3 keepattn_720p 81x720x1280"].cells[2] == "OOM"
-    assert by_label["h100: NVIDIA H100 80GB HBM3 build + cache 81x720x1280"].cells[5] == "$95.0$ / $8.5$"
+    assert by_label["h100: NVIDIA H100 80GB HBM3 build + cache 81x720x1280"].cells[6] == "$95.0$ / $8.5$"
     assert [r.label.split()[-2] for r in rows if r.scale == "true size"] == [
         "cache", "baseline_480p", "keepattn_720p", "offload_720p"]  # build first, then by clip size and case
     assert by_label["smoke/robust_lpips_r8 training"].cells[2] == "$1.9$"
@@ -235,7 +235,47 @@ def test_table4_reads_the_bench_and_the_training_runs_and_says_not_measured(tmp_
     shutil.copytree(RESULTS, tmp_path / "results", ignore=shutil.ignore_patterns("bench"))
     table = table4.make_table4(table4.read_compute(tmp_path / "results"))
     true_size = table[table.index("true size:"):table.index("proxy:")]
-    assert r"LoRA training step & -- & \multicolumn{4}{c}{not measured} \\" in true_size and "H100" not in table
+    assert r"LoRA training step & -- & \multicolumn{5}{c}{not measured} \\" in true_size and "H100" not in table
+
+
+def _bench_file(tmp: Path, label: str, cases: dict[str, float]) -> Path:
+    """A steps_<label>.csv with one 480p case per entry (its s/step)."""
+    path = tmp / "bench" / f"steps_{label}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["device,architecture,case,frames,height,width,attention_backend,checkpointing,keep_attention_blocks,"
+             "offload_blocks,compile_blocks,metric,value"]
+    lines += [f"GPU,wan2.1-i2v-14b,{case},81,480,832,native,full,0,0,0,s_per_step_median,{seconds:.6f}"
+              for case, seconds in cases.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_table4_leaves_out_withdrawn_and_superseded_cases_and_gives_same_run_speedups(tmp_path):
+    _bench_file(tmp_path, "a", {"baseline_480p": 12.0, "fast_480p": 8.0, "wrong_480p": 1.0})
+    _bench_file(tmp_path, "b", {"fast_480p": 7.5, "other_480p": 10.0})  # no baseline in this run
+    (tmp_path / "bench" / "withdrawn.csv").write_text("label,case,reason\na,wrong_480p,wrong gradients\n")
+    inputs = table4.read_compute(tmp_path)
+    standing = table4.current_bench_steps(inputs)
+    assert (standing.withdrawn, standing.superseded) == (1, 1)
+    rows = {r.label.split()[-2]: r for r in table4.table4_rows(inputs) if r.scale == "true size"}
+    assert sorted(rows) == ["baseline_480p", "fast_480p", "other_480p"]
+    assert rows["baseline_480p"].cells[2:4] == ("$12.0$", r"$1.00\times$")
+    assert rows["fast_480p"].label.startswith("b:") and rows["fast_480p"].cells[2:4] == ("$7.5$", "--")
+    assert "1 case(s) measured again in a later run and 1 withdrawn" in table4.make_table4(inputs)
+    # a same-run speed-up where the run has a baseline
+    (tmp_path / "bench" / "withdrawn.csv").write_text("label,case,reason\na,wrong_480p,x\nb,fast_480p,x\n")
+    rows = {r.label.split()[-2]: r for r in table4.table4_rows(table4.read_compute(tmp_path)) if r.sources}
+    assert rows["fast_480p"].cells[2:4] == ("$8$", r"$1.50\times$")
+
+
+@pytest.mark.parametrize("text, match", [("label,case,reason\nz,fast_480p,x\n", "no steps_<label>.csv holds"),
+                                         ("label,case,reason\na,fast_480p,\n", "line 2: expected the columns"),
+                                         ("label,case\na,fast_480p\n", "line 2: expected the columns")])
+def test_table4_rejects_a_bad_withdrawn_file(tmp_path, text, match):
+    _bench_file(tmp_path, "a", {"baseline_480p": 12.0, "fast_480p": 8.0})
+    (tmp_path / "bench" / "withdrawn.csv").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        table4.table4_rows(table4.read_compute(tmp_path))
 
 
 # --- figures -------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from cinelora.report.table2 import (
     paired_on_clips,
 )
 from cinelora.report.table3 import held_out_values
-from cinelora.report.table4 import SCALES, ComputeInputs, read_compute
+from cinelora.report.table4 import SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, atomic_write_text, read_results
 from cinelora.stats import bootstrap_mean_ci
 
@@ -165,7 +165,7 @@ def metric_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
 def compute_macros(compute: ComputeInputs) -> list[Macro]:
     """True-size step time and peak memory: the plain step (`BASELINE_CASE`) and the fastest measured 720p case."""
     cases: dict[tuple[str, str, str], tuple[dict[str, float], Path]] = {}  # (device, case, height) -> figures
-    for path, rows in compute.bench_steps.items():
+    for path, rows in current_bench_steps(compute).steps.items():
         for r in rows:
             if SCALES.get(r["architecture"]) == "true size":
                 cases.setdefault((r["device"], r["case"], r["height"]), ({}, path))[0][r["metric"]] = float(r["value"])

@@ -36,7 +36,7 @@ SCALE_TITLES = {
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "--"
 CACHE_STAGES = ("vae_latents", "condition_latents", "text_embeddings", "image_embeddings")
-COLUMNS = ("Setting", r"Clip ($T{\times}H{\times}W$)", "s/step", "Peak GiB", "MFU", "Build / cache s")
+COLUMNS = ("Setting", r"Clip ($T{\times}H{\times}W$)", "s/step", "Speed-up", "Peak GiB", "MFU", "Build / cache s")
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,65 @@ class Row:
 
 @dataclass(frozen=True)
 class ComputeInputs:
-    """Everything Table 4 reads, parsed: bench CSV rows (per file) and the training runs' records."""
+    """Everything Table 4 reads, parsed: bench CSV rows (per file, as written), the rows of
+    `bench/withdrawn.csv`, and the training runs' records."""
 
     bench_steps: dict[Path, list[dict]]
     bench_configuration: dict[Path, list[dict]]
     runs: dict[tuple[str, str], dict]  # (profile, experiment) -> {"log", "provenance", "config", "files"}
+    withdrawn: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class BenchCases:
+    """The bench step rows that stand, per file, and how many cases were left out."""
+
+    steps: dict[Path, list[dict]]
+    withdrawn: int  # listed in bench/withdrawn.csv
+    superseded: int  # measured again in a run of a later label
+
+
+WITHDRAWN_COLUMNS = ("label", "case", "reason")
 
 
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def _label(path: Path) -> str:
+    return path.stem.split("_", 1)[1]
+
+
+def _case_key(row: dict) -> tuple:
+    return row["device"], row["case"], row["frames"], row["height"], row["width"]
+
+
+def _cases(steps: dict[Path, list[dict]]) -> set[tuple[Path, str]]:
+    return {(p, r["case"]) for p, rows in steps.items() for r in rows}
+
+
+def current_bench_steps(inputs: ComputeInputs) -> BenchCases:
+    """The bench step rows that stand: without the (label, case) pairs of `bench/withdrawn.csv` (e.g. cases
+    whose lever computed wrong gradients), and with each (device, case, clip) taken from its run of the latest
+    label in sort order (a later run measured it again)."""
+    for i, row in enumerate(inputs.withdrawn, start=2):
+        if tuple(row) != WITHDRAWN_COLUMNS or not (row["reason"] or "").strip():
+            raise ValueError(f"bench/withdrawn.csv line {i}: expected the columns {WITHDRAWN_COLUMNS}, a reason given")
+    out = {(r["label"], r["case"]) for r in inputs.withdrawn}
+    steps, labels = inputs.bench_steps, {p: _label(p) for p in inputs.bench_steps}
+    unknown = out - {(labels[p], case) for p, case in _cases(steps)}
+    if unknown:
+        raise ValueError(f"bench/withdrawn.csv names cases that no steps_<label>.csv holds: {sorted(unknown)}")
+    latest: dict[tuple, str] = {}
+    for path in sorted(steps, key=labels.get):
+        for row in steps[path]:
+            if (labels[path], row["case"]) not in out:
+                latest[_case_key(row)] = labels[path]
+    kept = {p: [r for r in rows if (labels[p], r["case"]) not in out and latest[_case_key(r)] == labels[p]]
+            for p, rows in steps.items()}
+    kept = {p: rows for p, rows in kept.items() if rows}
+    return BenchCases(kept, len(out), len(_cases(steps)) - len(out) - len(_cases(kept)))
 
 
 def read_compute(results_root: Path) -> ComputeInputs:
@@ -78,8 +127,9 @@ def read_compute(results_root: Path) -> ComputeInputs:
                     "log": [json.loads(line) for line in log.read_text().splitlines() if line.strip()],
                     "provenance": json.loads(prov.read_text()), "config": yaml.safe_load(config.read_text()),
                     "files": (log, prov, config)}
+    withdrawn = tuple(_read_csv(bench / "withdrawn.csv")) if (bench / "withdrawn.csv").is_file() else ()
     return ComputeInputs({p: _read_csv(p) for p in sorted(bench.glob("steps_*.csv"))},
-                         {p: _read_csv(p) for p in sorted(bench.glob("configuration_*.csv"))}, runs)
+                         {p: _read_csv(p) for p in sorted(bench.glob("configuration_*.csv"))}, runs, withdrawn)
 
 
 def _seconds(value: float) -> str:
@@ -100,21 +150,34 @@ def _clip_size(cell: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", cell))
 
 
-def _bench_step_rows(path: Path, rows: list[dict]) -> list[Row]:
+def _figures(rows: list[dict]) -> dict[tuple, dict[str, float]]:
+    """(architecture, device, case, frames, height, width) -> {metric: value}."""
     cases: dict[tuple, dict[str, float]] = {}
     for r in rows:
         key = (r["architecture"], r["device"], r["case"], r["frames"], r["height"], r["width"])
         cases.setdefault(key, {})[r["metric"]] = float(r["value"])
+    return cases
+
+
+def _bench_step_rows(path: Path, rows: list[dict], run_rows: list[dict]) -> list[Row]:
+    """Table rows of the standing `rows` of one run; speed-ups against the baseline case of that run
+    (`run_rows`: everything it wrote) at the same clip size."""
+    baselines = {(device, tuple(clip)): figures["s_per_step_median"]
+                 for (_, device, case, *clip), figures in _figures(run_rows).items()
+                 if case.startswith("baseline") and "s_per_step_median" in figures}
     out = []
-    for (architecture, device, case, frames, height, width), figures in sorted(cases.items()):
+    for (architecture, device, case, frames, height, width), figures in sorted(_figures(rows).items()):
         failed = "OOM" if figures.get("oom") else "error" if figures.get("error") else None
         step = failed or (_seconds(figures["s_per_step_median"]) if "s_per_step_median" in figures else NOT_MEASURED)
+        baseline = baselines.get((device, (frames, height, width)))
+        speedup = (rf"${baseline / figures['s_per_step_median']:.2f}\times$"
+                   if baseline and "s_per_step_median" in figures and not failed else NOT_APPLICABLE)
         peak = f"${figures['peak_allocated_gib']:.1f}$" if "peak_allocated_gib" in figures else NOT_MEASURED
         mfu = rf"${figures['mfu'] * 100:.1f}\%$" if "mfu" in figures else NOT_MEASURED
         out.append(Row(SCALES.get(architecture, architecture), _device(device),
-                       (rf"\texttt{{{latex_escape(case)}}}", _clip(frames, height, width), step, peak,
+                       (rf"\texttt{{{latex_escape(case)}}}", _clip(frames, height, width), step, speedup, peak,
                         mfu if not failed else NOT_APPLICABLE, NOT_APPLICABLE),
-                       f"{path.stem.split('_', 1)[1]}: {device} {case} {frames}x{height}x{width}", (path,)))
+                       f"{_label(path)}: {device} {case} {frames}x{height}x{width}", (path,)))
     return out
 
 
@@ -129,8 +192,8 @@ def _bench_configuration_rows(path: Path, rows: list[dict]) -> list[Row]:
         cache = (_seconds(sum(seconds[s] for s in CACHE_STAGES)) if all(s in seconds for s in CACHE_STAGES)
                  else NOT_MEASURED)
         out.append(Row(SCALES.get(architecture, architecture), _device(device),
-                       ("build + cache one clip", _clip(frames, height, width), NOT_APPLICABLE, NOT_APPLICABLE,
-                        NOT_APPLICABLE, f"{build} / {cache}"),
+                       ("build + cache one clip", _clip(frames, height, width), *[NOT_APPLICABLE] * 4,
+                        f"{build} / {cache}"),
                        f"{path.stem.split('_', 1)[1]}: {device} build + cache {frames}x{height}x{width}", (path,)))
     return out
 
@@ -144,7 +207,8 @@ def _run_row(profile: str, experiment: str, run: dict) -> Row:
     data = run["config"]["data"]
     return Row(PROFILE_SCALES[profile], _device(device),
                (rf"\texttt{{{latex_escape(experiment)}}} run", _clip(data["num_frames"], data["height"], data["width"]),
-                _seconds(statistics.median(steps)) if steps else NOT_MEASURED, peak, NOT_MEASURED, NOT_MEASURED),
+                _seconds(statistics.median(steps)) if steps else NOT_MEASURED, NOT_APPLICABLE, peak, NOT_MEASURED,
+                NOT_MEASURED),
                f"{profile}/{experiment} training", run["files"])
 
 
@@ -153,7 +217,8 @@ def table4_rows(inputs: ComputeInputs) -> list[Row]:
     for each scale without any."""
     rows = [r for p, rs in inputs.bench_configuration.items() for r in _bench_configuration_rows(p, rs)]
     # step rows of every bench file together: per device, by clip size, then case name
-    steps = [r for p, rs in inputs.bench_steps.items() for r in _bench_step_rows(p, rs)]
+    standing = current_bench_steps(inputs).steps
+    steps = [r for p, rs in standing.items() for r in _bench_step_rows(p, rs, inputs.bench_steps[p])]
     rows += sorted(steps, key=lambda r: (r.device, _clip_size(r.cells[1]), r.cells[0]))
     rows += [_run_row(p, e, run) for (p, e), run in sorted(
         inputs.runs.items(), key=lambda item: (PROFILES.index(item[0][0]), METHODS.index(item[0][1])))]
@@ -192,6 +257,12 @@ def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
                  "accumulation), encoded on the fly; s/step: median over logged steps (validation included)")
     if any(r"\dagger" in cell for r in rows for cell in r.cells):
         text += r"; ${}^\dagger$: CPU run, peak resident memory of the whole process (training and evaluation)"
+    text += (r". Speed-up: the baseline case's s/step (the plain diffusers + peft + gradient-checkpointing step) "
+             "over the case's, both from the same run at the same clip size")
+    bench = current_bench_steps(inputs)
+    if bench.withdrawn or bench.superseded:
+        text += (f"; not shown: {bench.superseded} case(s) measured again in a later run and {bench.withdrawn} "
+                 r"withdrawn in \texttt{results/bench/withdrawn.csv} (with the reason)")
     text += rf". ``{NOT_MEASURED}'': no measurement in \texttt{{results/}}; {NOT_APPLICABLE}: does not apply. "
     profiles = [p for p in ("proxy", "smoke") if any(r.scale == p and r.sources for r in rows)]
     notes = [PROFILE_NOTES[p] for p in profiles]
@@ -235,4 +306,5 @@ def main(results_root: Path, out: Path) -> None:
     atomic_write_text(out, text)
 
 
-__all__ = ["make_table4", "table4_rows", "read_compute", "main", "Row", "ComputeInputs", "NOT_MEASURED", "SCALES"]
+__all__ = ["make_table4", "table4_rows", "read_compute", "current_bench_steps", "main", "Row", "ComputeInputs",
+           "BenchCases", "NOT_MEASURED", "SCALES"]
