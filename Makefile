@@ -45,7 +45,7 @@ FIGURES := $(foreach f,metric_vs_eps frame_strips training_curves domain_bars,\
 NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 
-.PHONY: help setup test smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports paper check clean-runs
+.PHONY: help setup test test-slow smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -60,6 +60,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)  ## the CPU test suite (what CI runs)
 	$(PY) -m pytest -q
+
+test-slow: $(STAMP)  ## the tests `make test` leaves out (marked slow: compiled blocks, ~2 min on 2 cores)
+	$(PY) -m pytest -q -m slow
 
 smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependency order (finished runs are kept)
 	@for e in $(EXPERIMENTS); do \

@@ -1,26 +1,31 @@
 """Speed and memory levers for the LoRA step of the Wan transformer, each one switch of `SpeedLevers`.
 
 The defaults are the plain step (diffusers + peft + diffusers' gradient checkpointing + default attention),
-the benchmark's baseline. Measured effects on one H100 80GB (torch 2.11, cuDNN 9.19; results/bench/,
-480x832x81 unless named; baseline 13.40 s/step, 53.3 GiB):
+the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; results/bench/, Table 4),
+480x832x81 unless named; baseline 13.59 s/step, 53.2 GiB, MFU 31.4% (run h100-g):
 
 - `attention_backend`: a backend of diffusers' attention dispatcher. "native" is torch SDPA's own choice,
   which on this torch is already cuDNN's fused attention (580 TFLOP/s forward, 470-490 forward+backward
   alone, against 350/285 for FlashAttention-2 and 180/120 for the efficient kernel). Forcing
-  "_native_cudnn" adds contiguous copies of q, k, v: 13.74 s (0.975x). FlashAttention-3 and the `*_hub`
-  kernels are not offered: they need the flash-attn package or a download.
+  "_native_cudnn" adds contiguous copies of q, k, v: 0.98x. FlashAttention-3 and the `*_hub` kernels
+  are not offered: they need the flash-attn package or a download.
 - `checkpointing`: "full" recomputes every block in the backward (diffusers' own gradient checkpointing,
   which keeps only each block's inputs); "none" keeps every activation (does not fit at true size).
-- `keep_attention_blocks`: selective checkpointing for the first k blocks: their self-attention output
-  (the attention kernel's outputs: one N x d tensor and the log-sum-exp) is kept, everything else
-  recomputed, so the backward skips the dearest op (O(N^2)) for O(N) memory per block. All 40 blocks:
-  11.77 s (1.14x) for +12.3 GiB at 480p; 8 of 40 at 720p: 1.04x.
-- `offload_blocks`: the last m blocks keep their checkpointed input in pinned CPU memory instead of on
-  the GPU (copied on a side stream in the forward, back before the block's recompute). All 40 blocks:
-  -11.8 GiB at 480p for +1.6% time; it is what makes 720x1280x81 fit on 80 GB (55.6 GiB peak).
+- `keep_attention_blocks`: the first k blocks also keep their self-attention kernel outputs (one N x d
+  tensor and the log-sum-exp), so their recompute skips the dearest op (O(N^2)) for O(N) memory. With
+  compiled blocks, all 40: 10.0 s (1.36x, MFU 42.6%) for +9.7 GiB.
+- `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
+  they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
+  prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks
+  and 24 of them offloaded: 40.9 s/step, 72.8 GiB, MFU 43.4% (no attention recompute; 15% faster than
+  compiled blocks alone, 48.2 s at 75.4 GiB).
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
-  480p (about 35 s of compilation per clip size, once per process).
+  480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB
+  without offload (75.4 GiB; with expandable segments, `configure_cuda_allocator`).
+
+Kept attention outputs are recorded and replayed by `_AttentionTape`, not torch's selective checkpointing:
+that keeps the kernel's output buffer itself, which compiled blocks reuse, and gave wrong gradients.
 """
 from __future__ import annotations
 

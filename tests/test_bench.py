@@ -86,8 +86,7 @@ def test_true_size_token_counts_and_flops():
         flops.video_tokens(config, 80, 720, 1280)
 
 
-@pytest.fixture(scope="module")
-def smoke_transformer():
+def _smoke_transformer():
     transformer = models.build_transformer("smoke", torch.float32, "cpu", seed=0)
     lora.attach_lora(transformer, LoraConfig())
     with torch.no_grad():  # B = 0 at init would make every LoRA-A gradient zero
@@ -96,6 +95,19 @@ def smoke_transformer():
                 param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
     transformer.train()
     return transformer
+
+
+@pytest.fixture(scope="module")
+def smoke_transformer():
+    return _smoke_transformer()
+
+
+def _grads(transformer, levers: SpeedLevers) -> dict[str, torch.Tensor]:
+    apply_speed_levers(transformer, levers)
+    _backward(transformer)
+    out = {n: p.grad.clone() for n, p in transformer.named_parameters() if p.grad is not None}
+    transformer.zero_grad(set_to_none=True)
+    return out
 
 
 def _inputs() -> dict:
@@ -131,22 +143,26 @@ def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_tran
 
 
 def test_speed_levers_leave_the_gradients_unchanged(smoke_transformer):
-    def grads(levers: SpeedLevers) -> dict[str, torch.Tensor]:
-        apply_speed_levers(smoke_transformer, levers)
-        _backward(smoke_transformer)
-        out = {n: p.grad.clone() for n, p in smoke_transformer.named_parameters() if p.grad is not None}
-        smoke_transformer.zero_grad(set_to_none=True)
-        return out
-
-    reference = grads(SpeedLevers(checkpointing="none"))
+    reference = _grads(smoke_transformer, SpeedLevers(checkpointing="none"))
     assert len(reference) == 2 * 2 * len(CROSS_ATTENTION_TARGETS)  # A and B of six linears in two blocks
     assert all(g.abs().sum() > 0 for g in reference.values())
     for levers in [*LEVERS[1:], SpeedLevers(attention_backend="_native_math", offload_blocks=1)]:
-        got = grads(levers)
+        got = _grads(smoke_transformer, levers)
         assert got.keys() == reference.keys()
         for name in reference:
             torch.testing.assert_close(got[name], reference[name], rtol=1e-5, atol=1e-6, msg=f"{levers} {name}")
     apply_speed_levers(smoke_transformer, SpeedLevers())
+
+
+@pytest.mark.slow  # about 80 s of inductor compilation on one CPU core: `make test-slow`
+def test_compiled_blocks_with_kept_attention_leave_the_gradients_unchanged():
+    # compiled code reuses an attention output's buffer once it is dead: a kept output must be a copy
+    transformer = _smoke_transformer()
+    reference = _grads(transformer, SpeedLevers(checkpointing="none"))
+    got = _grads(transformer, SpeedLevers(keep_attention_blocks=2, offload_blocks=1, compile_blocks=True))
+    assert got.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(got[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_attention_backend_is_set_for_every_case(smoke_transformer):
