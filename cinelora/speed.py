@@ -17,8 +17,8 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
 - `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
   they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
   prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks
-  and 24 of them offloaded: 40.9 s/step, 72.8 GiB, MFU 43.4% (no attention recompute; 15% faster than
-  compiled blocks alone, 48.2 s at 75.4 GiB).
+  and 24 of them offloaded: 40.9 s/step, 72.8 GiB, MFU 43.4% (no attention recompute; 1.18x compiled
+  blocks alone, 48.2 s at 75.4 GiB).
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
   480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB
