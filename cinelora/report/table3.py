@@ -190,7 +190,8 @@ def make_table3(metrics: pd.DataFrame, configs: Configs) -> str:
                 lines.append(" & ".join([rf"\quad\texttt{{{latex_escape(experiment)}}}", *entries(profile, experiment)])
                              + r" \\")
                 note = varies_text(configs[profile, experiment], configs.get((profile, parent)))
-                lines.append(rf"\multicolumn{{{width}}}{{l}}{{\qquad\emph{{{note}}}}} \\")
+                # a paragraph cell: a long list of varied keys wraps instead of widening the table
+                lines.append(rf"\multicolumn{{{width}}}{{p{{0.8\textwidth}}}}{{\qquad\emph{{{note}}}}} \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
