@@ -88,6 +88,7 @@ class TrainConfig:
     keep_attention_blocks: int = 0  # selective checkpointing: keep self-attention outputs of the first k blocks
     offload_blocks: int = 0  # keep the checkpointed inputs of the last m blocks in pinned CPU memory
     compile_blocks: bool = False  # regional torch.compile of the transformer blocks
+    fp8_base: bool = False  # frozen base linears of the blocks in fp8 (cinelora/fp8.py)
     max_grad_norm: float = 1.0
     val_every: int = 100
     val_batches: int = 4
@@ -207,7 +208,7 @@ PROFILE_KEYS = (
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
-    "train.offload_blocks", "train.compile_blocks", "train.style_steps",
+    "train.offload_blocks", "train.compile_blocks", "train.fp8_base", "train.style_steps",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",

@@ -40,6 +40,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import checkpoint
 
+from cinelora import fp8
+
 ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
 CHECKPOINTING = ("none", "full")
@@ -58,6 +60,7 @@ class SpeedLevers:
     keep_attention_blocks: int = 0
     offload_blocks: int = 0
     compile_blocks: bool = False
+    fp8_base: bool = False
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -267,7 +270,8 @@ def configure_cuda_allocator() -> None:
 def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) -> None:
     """Set the attention backend and the checkpointing of `transformer` (LoRA attached or not) in place.
 
-    Compilation cannot be undone: once compiled, the blocks stay compiled whatever a later call says.
+    Compilation and fp8 cannot be undone: once compiled or converted, the blocks stay so whatever a later
+    call says. Attach the LoRA first: fp8 converts the frozen linears that exist at the call.
     """
     # set, never reset: reset_attention_backend falls back to diffusers' process-wide active backend, which
     # the last set_attention_backend call changed, so "native" after "_native_cudnn" would stay cuDNN
@@ -278,6 +282,8 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         blocks = list(transformer.blocks)
         strategies = {id(b): s for b, s in zip(blocks, block_strategies(len(blocks), levers))}
         transformer.enable_gradient_checkpointing(gradient_checkpointing_func=_checkpoint_function(strategies))
+    if levers.fp8_base and not any(isinstance(m, fp8.FrozenFp8Linear) for m in transformer.blocks.modules()):
+        fp8.convert_frozen_linears(transformer.blocks)
     if levers.compile_blocks:
         # static shapes: a new clip size compiles its own kernels instead of switching to dynamic-shape ones
         transformer.compile_repeated_blocks(dynamic=False)

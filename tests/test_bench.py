@@ -210,10 +210,12 @@ def test_smoke_plan_runs_end_to_end(tmp_path):
     figures = {(r["case"], r["metric"]): float(r["value"]) for r in rows}
     for case in cases:
         assert figures[case, "s_per_step_median"] > 0 and figures[case, "steps_timed"] == 2
-        # same LoRA, same noise: every lever computes the same first loss
-        assert figures[case, "loss_first_step"] == pytest.approx(figures["baseline", "loss_first_step"], rel=1e-5)
+        # same LoRA, same noise: every lever computes the same first step (fp8 products: within their rounding)
+        fp8 = next(c for c in PLANS["smoke"].cases if c.name == case).levers.fp8_base
+        assert figures[case, "loss_first_step"] == pytest.approx(figures["baseline", "loss_first_step"],
+                                                                 rel=1e-2 if fp8 else 1e-5)
         assert figures[case, "grad_norm_first_step"] == pytest.approx(figures["baseline", "grad_norm_first_step"],
-                                                                      rel=1e-4)
+                                                                      rel=2e-2 if fp8 else 1e-4)
     assert figures["baseline", "grad_norm_first_step"] > 0
     with open(tmp_path / "configuration_t.csv", newline="") as f:
         stages = {r["stage"] for r in csv.DictReader(f)}

@@ -25,7 +25,8 @@ from cinelora.models import transformer_config
 from cinelora.speed import SpeedLevers
 
 STEP_COLUMNS = ("device", "architecture", "case", "frames", "height", "width", "attention_backend",
-                "checkpointing", "keep_attention_blocks", "offload_blocks", "compile_blocks", "metric", "value")
+                "checkpointing", "keep_attention_blocks", "offload_blocks", "compile_blocks", "fp8_base", "metric",
+                "value")
 CONFIGURATION_COLUMNS = ("device", "architecture", "frames", "height", "width", "stage", "seconds")
 CONFIGURATION, ATTENTION = "configuration", "attention"  # case names that select these stages
 
@@ -52,7 +53,7 @@ def _case(name: str, size: tuple[int, int, int], steps: int, **levers) -> BenchC
 
 PLANS: dict[str, Plan] = {
     # True size on one GPU. baseline_* = the plain diffusers + peft + gradient-checkpointing step; every other
-    # case changes the levers named in it. Compiled cases run last (compilation is not undone).
+    # case changes the levers named in it. Compiled cases run after the others, fp8 ones last (neither is undone).
     "full": Plan("wan2.1-i2v-14b", (
         _case("baseline_480p", P480, 3),
         _case("cudnn_480p", P480, 3, attention_backend=CUDNN),
@@ -79,6 +80,10 @@ PLANS: dict[str, Plan] = {
         _case("compile_keepattn40_offload40_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
               offload_blocks=40),
         _case("compile_keepattn_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40),  # > 80 GB
+        # fp8 frozen linears (irreversible, so last)
+        _case("compile_keepattn_fp8_480p", P480, 3, compile_blocks=True, keep_attention_blocks=40, fp8_base=True),
+        _case("compile_keepattn40_offload24_fp8_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
+              offload_blocks=24, fp8_base=True),
     ), configuration=P720, device="cuda", attention_sizes=(P480, P720)),
     # The same code paths at the smoke preset on the CPU, in seconds (tests, `make bench` without a GPU).
     "smoke": Plan("smoke", (
@@ -86,6 +91,7 @@ PLANS: dict[str, Plan] = {
         _case("math_attention", (5, 32, 32), 2, attention_backend="_native_math"),
         _case("no_checkpointing", (5, 32, 32), 2, checkpointing="none"),
         _case("keepattn1_offload1", (5, 32, 32), 2, keep_attention_blocks=1, offload_blocks=1),
+        _case("keepattn2_offload1_fp8", (5, 32, 32), 2, keep_attention_blocks=2, offload_blocks=1, fp8_base=True),
     ), configuration=(5, 32, 32), device="cpu"),
 }
 
@@ -108,7 +114,8 @@ def step_rows(device: str, architecture: str, case: BenchCase, figures: dict) ->
     key = {"device": device, "architecture": architecture, "case": case.name, "frames": case.frames,
            "height": case.height, "width": case.width, "attention_backend": lev.attention_backend,
            "checkpointing": lev.checkpointing, "keep_attention_blocks": lev.keep_attention_blocks,
-           "offload_blocks": lev.offload_blocks, "compile_blocks": int(lev.compile_blocks)}
+           "offload_blocks": lev.offload_blocks, "compile_blocks": int(lev.compile_blocks),
+           "fp8_base": int(lev.fp8_base)}
     return [dict(key, metric=m, value=float(v)) for m, v in figures.items() if m != "message"]
 
 

@@ -104,7 +104,7 @@ class StepBench:
         lora.attach_lora(self.transformer, self.lora_cfg)
         self.transformer.train()
         self.initial_lora = lora.lora_state_dict(self.transformer)
-        self.compiled = False
+        self.compiled = self.fp8 = False
 
     def _step(self, optimizer: torch.optim.Optimizer, inputs: dict, index: int) -> tuple[float, float]:
         """One micro-step; returns its loss and the LoRA gradient norm before clipping."""
@@ -123,8 +123,11 @@ class StepBench:
         """Time one case; returns its figures (an `oom` or `error` entry instead when it failed)."""
         if self.compiled and not case.levers.compile_blocks:
             raise ValueError(f"case {case.name}: the blocks are already compiled; run compiled cases last")
+        if self.fp8 and not case.levers.fp8_base:
+            raise ValueError(f"case {case.name}: the base linears are already fp8; run fp8 cases last")
         apply_speed_levers(self.transformer, case.levers)
         self.compiled = self.compiled or case.levers.compile_blocks
+        self.fp8 = self.fp8 or case.levers.fp8_base
         lora.load_lora_state_dict(self.transformer, self.initial_lora)
         tc = self.train_cfg
         optimizer = torch.optim.AdamW(lora.lora_parameters(self.transformer), lr=tc.lr, betas=tuple(tc.betas),
