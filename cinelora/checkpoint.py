@@ -1,6 +1,9 @@
 """Resumable training checkpoints: LoRA weights (safetensors), optimizer state (torch.save, read back with
 weights_only=True), and a JSON trainer state. A checkpoint folder is written under a temporary name and
-renamed, so a run killed while saving leaves the previous checkpoint intact."""
+renamed, so a run killed while saving leaves the previous checkpoint intact.
+
+Everything is stored whole and keyed by parameter name (the optimizer state is torch.distributed.checkpoint's
+full state dict), so a run resumes under any number of processes, with or without FSDP2 sharding."""
 from __future__ import annotations
 
 import json
@@ -37,8 +40,8 @@ def latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(root: Path, state: TrainerState, lora: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, best_lora: dict[str, torch.Tensor] | None) -> Path:
+def save_checkpoint(root: Path, state: TrainerState, lora: dict[str, torch.Tensor], optimizer: dict,
+                    best_lora: dict[str, torch.Tensor] | None) -> Path:
     """Write checkpoint `step_<n>` atomically and prune all but the newest KEEP_LAST."""
     final = _step_dir(root, state.step)
     tmp = final.with_name(final.name + ".tmp")
@@ -47,7 +50,7 @@ def save_checkpoint(root: Path, state: TrainerState, lora: dict[str, torch.Tenso
     save_file({k: v.detach().cpu().contiguous() for k, v in lora.items()}, tmp / "lora.safetensors")
     if best_lora is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in best_lora.items()}, tmp / "best_lora.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1, allow_nan=True))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

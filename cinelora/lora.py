@@ -16,6 +16,7 @@ from diffusers import WanImageToVideoPipeline
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
+from torch.distributed.tensor import DTensor
 
 from cinelora.config import LoraConfig
 from cinelora.models import atomic_directory
@@ -85,8 +86,16 @@ def lora_parameters(transformer: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of every LoRA parameter, keyed by module path (adapter name included)."""
-    return {n: p.detach().clone() for n, p in transformer.named_parameters() if _is_lora_parameter(n)}
+    """Detached full copies of every LoRA parameter, keyed by module path (adapter name included).
+
+    Under FSDP2 the parameters are DTensors sharded across processes: each is gathered in full, so every process
+    must call this (a collective), not the main one alone.
+    """
+    return {n: _full(p.detach()).clone() for n, p in transformer.named_parameters() if _is_lora_parameter(n)}
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -104,15 +113,19 @@ def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Te
             p.copy_(state[n])
 
 
-def save_lora(transformer: torch.nn.Module, folder: str | Path, cfg: LoraConfig,
-              adapter_name: str = "default") -> Path:
-    """Write (atomically, replacing `folder`) the LoRA in diffusers' format plus the `lora.json` sidecar."""
+def save_lora(transformer: torch.nn.Module, folder: str | Path, cfg: LoraConfig, adapter_name: str = "default",
+              state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write (atomically, replacing `folder`) the LoRA in diffusers' format plus the `lora.json` sidecar.
+
+    `state` (a `lora_state_dict`) gives the weights to write; by default the transformer's own parameters,
+    which must then be whole tensors (pass a gathered `state` when FSDP2 shards them).
+    """
     adapter = transformer.peft_config[adapter_name]
     if adapter.r != cfg.rank or adapter.lora_alpha != cfg.alpha:
         raise ValueError(f"adapter {adapter_name!r} has r={adapter.r}, alpha={adapter.lora_alpha}; "
                          f"the config says r={cfg.rank}, alpha={cfg.alpha}")
     layers = {k: v.detach().cpu().contiguous()
-              for k, v in get_peft_model_state_dict(transformer, adapter_name=adapter_name).items()}
+              for k, v in get_peft_model_state_dict(transformer, state, adapter_name=adapter_name).items()}
     metadata = adapter.to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])  # a set: fixed order, same bytes every save
     sidecar = {"weights": LORA_WEIGHTS, "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout,

@@ -1,5 +1,5 @@
 """The one training loop: LoRA fine-tuning of the Wan2.1 I2V transformer with the flow-matching objective,
-through accelerate (bf16 mixed precision on GPU, fp32 on CPU; DDP/FSDP come from `accelerate launch`).
+through accelerate (bf16 mixed precision on GPU, fp32 on CPU; DDP/FSDP2 come from `accelerate launch`).
 
 Gradient accumulation, gradient checkpointing, AdamW, cosine schedule with warm-up, periodic validation with
 early stopping, resumable checkpoints, a tqdm bar and a JSONL log. Every random draw comes from
@@ -17,7 +17,9 @@ from typing import Iterator
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -28,6 +30,9 @@ from cinelora.data import VideoClipDataset
 from cinelora.losses import PerceptualDistance, attack_condition
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+# Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
+# CPU when FSDP2 shards them (and sharded again on loading), so the same file serves any process count.
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -217,7 +222,7 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
     speed.apply_speed_levers(transformer, speed.SpeedLevers(
         attention_backend=tc.attention_backend, checkpointing="full" if tc.gradient_checkpointing else "none",
         keep_attention_blocks=tc.keep_attention_blocks, offload_blocks=tc.offload_blocks,
-        compile_blocks=tc.compile_blocks))
+        compile_blocks=tc.compile_blocks, fp8_base=tc.fp8_base))
     optimizer = torch.optim.AdamW(lora.lora_parameters(transformer), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     scheduler = _lr_scheduler(cfg, optimizer)
@@ -227,13 +232,14 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
     if ckpt is not None:
         state, lora_sd, opt_sd, best_lora = load_checkpoint(ckpt)
         lora.load_lora_state_dict(transformer, lora_sd)
-        optimizer.load_state_dict(opt_sd)
         scheduler.load_state_dict(state.scheduler)
         accelerator.print(f"resuming from {ckpt.name} (step {state.step}/{tc.steps})")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train_log.jsonl"
     _truncate_log(log_path, state.step)
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
+    if ckpt is not None:  # after prepare: FSDP2 shards the saved whole state as it sharded the LoRA
+        set_optimizer_state_dict(transformer, optimizer.optimizer, opt_sd, options=FULL_STATE)
 
     val_batches = [collate([val_set[(i * tc.batch_size + j) % len(val_set)] for j in range(tc.batch_size)])
                    for i in range(tc.val_batches)]
@@ -276,7 +282,9 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
         if state.step % tc.val_every == 0 or state.step == tc.steps:
             transformer.eval()
             with accelerator.autocast():
-                record.update(validate(transformer, c, val_batches, cfg, device, dtype, perceptual))
+                val = validate(transformer, c, val_batches, cfg, device, dtype, perceptual)
+            # the main process's numbers everywhere: one early-stopping decision, so no process skips the gathers below
+            record.update(broadcast_object_list([val])[0])
             if early_stop_update(state, record[signal], state.step, tc.early_stop_patience, tc.early_stop_min_delta):
                 best_lora = lora.lora_state_dict(accelerator.unwrap_model(transformer))
             record["early_stop"] = state.stopped_early
@@ -291,18 +299,19 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
                 results.append_jsonl(log_path, record)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps or state.stopped_early:
             state.scheduler = scheduler.state_dict()
+            current = lora.lora_state_dict(accelerator.unwrap_model(transformer))  # every process: FSDP2 gathers
+            opt_sd = get_optimizer_state_dict(transformer, optimizer.optimizer, options=FULL_STATE)
             if accelerator.is_main_process:
-                save_checkpoint(ckpt_root, state, lora.lora_state_dict(accelerator.unwrap_model(transformer)),
-                                optimizer, best_lora)
+                save_checkpoint(ckpt_root, state, current, opt_sd, best_lora)
             accelerator.wait_for_everyone()
     bar.close()
 
     final = accelerator.unwrap_model(transformer)
-    if best_lora is not None:
-        lora.load_lora_state_dict(final, best_lora)  # keep the best validated LoRA, as early stopping promises
+    # the best validated LoRA, as early stopping promises
+    keep = best_lora if best_lora is not None else lora.lora_state_dict(final)
     lora_dir = out_dir / "lora"
     if accelerator.is_main_process:
-        lora.save_lora(final, lora_dir, cfg.lora, adapter_name=adapter)
+        lora.save_lora(final, lora_dir, cfg.lora, adapter_name=adapter, state=keep)
     return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir,
                        time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
                        sum(p.numel() for p in final.parameters()))
