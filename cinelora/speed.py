@@ -23,6 +23,11 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
   480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB
   without offload (75.4 GiB; with expandable segments, `configure_cuda_allocator`).
+- `fp8_base`: the blocks' frozen linears multiply in float8 (`cinelora/fp8.py`). With compiled blocks and
+  kept attention: 480p 8.99 s, MFU 47.4%, +1.8 GiB (run h100-h; against the 13.59 s baseline of run h100-g,
+  another H100 of the same kind, 1.51x, and 10.0 s without fp8); 720p with 24 blocks
+  offloaded 40.3 s (1.5% faster; 76.9 GiB, little margin). The first step's LoRA gradient norm moves by
+  4% (0.481 against 0.501 in bf16, random weights), so it stays off until checked on real weights.
 
 Kept attention outputs are recorded and replayed by `_AttentionTape`, not torch's selective checkpointing:
 that keeps the kernel's output buffer itself, which compiled blocks reuse, and gave wrong gradients.
