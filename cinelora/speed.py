@@ -143,9 +143,11 @@ class _AttentionTape(TorchDispatchMode):
         if tracing or func not in _ATTENTION_OPS or args[1].shape[-2] != args[0].shape[-2]:
             return func(*args, **kwargs)
         if self.record:
-            index = _LOG_SUMEXP_ARG[func]
-            if index is not None:  # without autograd the kernel would skip the log-sum-exp the backward needs
+            index = _LOG_SUMEXP_ARG[func]  # without autograd the kernel would skip the log-sum-exp the backward needs
+            if index is not None and len(args) > index:
                 args = (*args[:index], True, *args[index + 1:])
+            elif index is not None:
+                kwargs = {**kwargs, "compute_log_sumexp": True}
             out = func(*args, **kwargs)
             # a clone: compiled code reuses an output's buffer once it is dead (torch's own selective
             # checkpointing keeps the buffer itself, and compiled blocks then get wrong gradients)
