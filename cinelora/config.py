@@ -231,7 +231,8 @@ _CHOICES = {
     "train.early_stop_metric": ("val_loss", "perceptual"),
     "train.stage": ("single", "two_stage"),
     "eval.pipeline": ("one_stage", "two_stage"),
-    "train.attention_backend": ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math"),
+    "train.attention_backend": ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math",
+                                "fa4"),
 }
 _METRIC_CHOICES = {
     "rlpips.net": ("alex", "vgg", "squeeze"),

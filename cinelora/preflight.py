@@ -1,13 +1,14 @@
 """Before any work starts: every file a generator experiment will read (model folder, data, evaluator
-weights, metric heads) is checked, and all that is missing is reported at once, so a long run never dies
-at its evaluation for want of a file."""
+weights, metric heads) and the optional package its config asks for (flash-attn-4) is checked, and all
+that is missing is reported at once, so a long run never dies at its evaluation for want of a file."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from cinelora import models
+from cinelora import fa4, models
 from cinelora.config import ExperimentConfig
 from cinelora.metrics.lpips_distance import trunk_path
+from cinelora.speed import FA4
 
 
 class MissingInputsError(FileNotFoundError):
@@ -17,6 +18,8 @@ class MissingInputsError(FileNotFoundError):
 def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> list[str]:
     """Human-readable lines, one per missing input of the phases asked for."""
     problems = []
+    if train and cfg.train.attention_backend == FA4 and not fa4.installed():
+        problems.append(f"train.attention_backend: fa4 needs the flash-attn-4 package ({fa4.PACKAGE_HINT})")
     model_path = Path(cfg.model.path)
     if cfg.model.source == "pretrained" and model_path.is_dir():
         problems += [f"model.path: {m}" for m in models.missing_model_files(model_path)]

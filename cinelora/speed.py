@@ -45,10 +45,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import checkpoint
 
-from cinelora import fp8
+from cinelora import fa4, fp8
 
 ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
-ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math")
+FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for FlashAttention-4 (cinelora/fa4.py)
+ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", FA4)
 CHECKPOINTING = ("none", "full")
 
 # The fused SDPA ops autograd sees; `_AttentionTape` keeps their outputs (out, logsumexp, seeds) for kept attention.
@@ -278,11 +279,18 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
     """Set the attention backend and the checkpointing of `transformer` (LoRA attached or not) in place.
 
     Compilation and fp8 cannot be undone: once compiled or converted, the blocks stay so whatever a later
-    call says. Attach the LoRA first: fp8 converts the frozen linears that exist at the call.
+    call says. Attach the LoRA first: fp8 converts the frozen linears that exist at the call. FA4 is
+    process-wide: torch's flash kernel from an "fa4" call to the next call with another backend.
     """
+    backend = levers.attention_backend
+    if backend == FA4:
+        fa4.activate(next(transformer.parameters()).device)
+        backend = "_native_flash"
+    else:
+        fa4.restore()  # torch's own flash kernel again, should an earlier call have swapped in FA4
     # set, never reset: reset_attention_backend falls back to diffusers' process-wide active backend, which
     # the last set_attention_backend call changed, so "native" after "_native_cudnn" would stay cuDNN
-    transformer.set_attention_backend(levers.attention_backend)
+    transformer.set_attention_backend(backend)
     if levers.checkpointing == "none":
         transformer.disable_gradient_checkpointing()
     else:
@@ -297,4 +305,4 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
 
 
 __all__ = ["SpeedLevers", "apply_speed_levers", "block_strategies", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
-           "ATTENTION_BACKENDS", "CHECKPOINTING"]
+           "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4"]

@@ -1,10 +1,11 @@
 """Achieved rate of torch's fused attention kernels at the Wan self-attention shape, forward and forward+backward.
 
 The step's dearest op is the self-attention over all N video tokens (40 heads x 128 at true size), so the
-kernel choice bounds the step time. Each SDPA kernel runs on two layouts: `bshd_view`, the [B, S, H, D]
-projection output seen through a permute (what diffusers' "native" backend passes), and
-`bhsd_contiguous`, a copy into [B, H, S, D] (what its "_native_cudnn" backend passes). Rates are model
-FLOPs: forward 4 N^2 H D, forward+backward 3x that (the score recompute inside the backward not counted).
+kernel choice bounds the step time. Each SDPA kernel (and FlashAttention-4 in the flash backend's place,
+where installed) runs on two layouts: `bshd_view`, the [B, S, H, D] projection output seen through a
+permute (what diffusers' "native" backend passes), and `bhsd_contiguous`, a copy into [B, H, S, D] (what
+its "_native_cudnn" backend passes). Rates are model FLOPs: forward 4 N^2 H D, forward+backward 3x that
+(the score recompute inside the backward not counted).
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
+from cinelora import fa4
+
+# "fa4": the flash backend with FlashAttention-4 swapped in (cinelora/fa4.py), where flash-attn-4 is installed
 KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-           "efficient": SDPBackend.EFFICIENT_ATTENTION}
+           "efficient": SDPBackend.EFFICIENT_ATTENTION, "fa4": SDPBackend.FLASH_ATTENTION}
 LAYOUTS = ("bshd_view", "bhsd_contiguous")
 COLUMNS = ("device", "kernel", "layout", "tokens", "heads", "head_dim", "pass", "seconds", "tflops")
 
@@ -45,6 +49,9 @@ def attention_rates(device: torch.device, tokens: int, heads: int, head_dim: int
     name = torch.cuda.get_device_name(device)
     rows, refused = [], {}
     for kernel, backend in KERNELS.items():
+        if kernel == "fa4" and not fa4.installed():
+            refused["fa4"] = f"flash-attn-4 is not installed: {fa4.PACKAGE_HINT}"
+            continue
         for layout in LAYOUTS:
             inputs = [x.transpose(1, 2) if layout == "bshd_view" else x.transpose(1, 2).contiguous()
                       for x in (q, k, v)]
@@ -58,11 +65,15 @@ def attention_rates(device: torch.device, tokens: int, heads: int, head_dim: int
                 torch.autograd.grad(forward(), inputs, grad)
 
             try:
+                if kernel == "fa4":
+                    fa4.activate(device)
                 timed = {"forward": (_time(forward, repeats), forward_flops),
                          "forward_backward": (_time(forward_backward, repeats), 3 * forward_flops)}
-            except RuntimeError as err:  # a kernel that does not take these shapes or strides
+            except (RuntimeError, AssertionError) as err:  # shapes or strides a kernel does not take (FA4 asserts)
                 refused[f"{kernel}/{layout}"] = str(err).splitlines()[0]
                 continue
+            finally:
+                fa4.restore()
             rows += [{"device": name, "kernel": kernel, "layout": layout, "tokens": tokens, "heads": heads,
                       "head_dim": head_dim, "pass": p, "seconds": s, "tflops": f / s / 1e12}
                      for p, (s, f) in timed.items()]

@@ -22,7 +22,7 @@ from cinelora.bench.configuration import configuration_time
 from cinelora.bench.flops import video_tokens
 from cinelora.bench.step_bench import BenchCase, StepBench, matmul_tflops, native_sdpa_kernel, peak_bf16_tflops
 from cinelora.models import transformer_config
-from cinelora.speed import SpeedLevers
+from cinelora.speed import FA4, SpeedLevers
 
 STEP_COLUMNS = ("device", "architecture", "case", "frames", "height", "width", "attention_backend",
                 "checkpointing", "keep_attention_blocks", "offload_blocks", "compile_blocks", "fp8_base", "metric",
@@ -80,10 +80,21 @@ PLANS: dict[str, Plan] = {
         _case("compile_keepattn40_offload40_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
               offload_blocks=40),
         _case("compile_keepattn_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40),  # > 80 GB
+        # FlashAttention-4 as torch's flash kernel (needs the flash-attn-4 package)
+        _case("compile_keepattn_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40),
+        _case("compile_keepattn40_offload24_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40, offload_blocks=24),
+        _case("compile_keepattn40_offload40_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40, offload_blocks=40),
         # fp8 frozen linears (irreversible, so last)
         _case("compile_keepattn_fp8_480p", P480, 3, compile_blocks=True, keep_attention_blocks=40, fp8_base=True),
         _case("compile_keepattn40_offload24_fp8_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
               offload_blocks=24, fp8_base=True),
+        _case("compile_keepattn_fa4_fp8_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40, fp8_base=True),
+        _case("compile_keepattn40_offload24_fa4_fp8_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40, offload_blocks=24, fp8_base=True),
     ), configuration=P720, device="cuda", attention_sizes=(P480, P720)),
     # The same code paths at the smoke preset on the CPU, in seconds (tests, `make bench` without a GPU).
     "smoke": Plan("smoke", (
