@@ -51,6 +51,7 @@ ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for FlashAttention-4 (cinelora/fa4.py)
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", FA4)
 CHECKPOINTING = ("none", "full")
+RECOMPILE_LIMIT = 64  # compiled variants of the block code before torch.compile gives up (torch's default: 8)
 
 # The fused SDPA ops autograd sees; `_AttentionTape` keeps their outputs (out, logsumexp, seeds) for kept attention.
 _ATTENTION_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
@@ -300,9 +301,13 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
     if levers.fp8_base and not any(isinstance(m, fp8.FrozenFp8Linear) for m in transformer.blocks.modules()):
         fp8.convert_frozen_linears(transformer.blocks)
     if levers.compile_blocks:
+        # every clip size, grad mode (the forward runs without autograd, the recompute with it) and attention
+        # backend is one more compiled variant of the shared block code; past torch's default of 8 the blocks
+        # fall back to eager, which needs more memory (a bench's 720p case after two 480p ones ran out)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         # static shapes: a new clip size compiles its own kernels instead of switching to dynamic-shape ones
         transformer.compile_repeated_blocks(dynamic=False)
 
 
 __all__ = ["SpeedLevers", "apply_speed_levers", "block_strategies", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
-           "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4"]
+           "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4", "RECOMPILE_LIMIT"]

@@ -14,7 +14,7 @@ from cinelora.bench import flops
 from cinelora.bench.plans import PLANS, run_plan
 from cinelora.bench.step_bench import image_tokens, peak_bf16_tflops
 from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig
-from cinelora.speed import (ALLOCATOR_VARIABLE, SpeedLevers, apply_speed_levers, block_strategies,
+from cinelora.speed import (ALLOCATOR_VARIABLE, RECOMPILE_LIMIT, SpeedLevers, apply_speed_levers, block_strategies,
                             configure_cuda_allocator)
 
 LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
@@ -225,3 +225,10 @@ def test_smoke_plan_runs_end_to_end(tmp_path):
     assert provenance["plan"] == "smoke" and not provenance["skipped"]
     with pytest.raises(ValueError, match="no cases"):
         run_plan("smoke", tmp_path, "t", only=["nonexistent"])
+
+
+def test_compiled_blocks_raise_torchs_recompile_limit(monkeypatch):
+    # a bench compiles a variant per clip size, grad mode and backend; past the limit blocks run eager (and OOM)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    apply_speed_levers(_smoke_transformer(), SpeedLevers(compile_blocks=True))
+    assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT > 8
