@@ -76,6 +76,9 @@ class SpeedLevers:
             raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
         if min(self.keep_attention_blocks, self.offload_blocks) < 0:
             raise ValueError("keep_attention_blocks and offload_blocks must be >= 0")
+        if self.fp8_base and self.attention_backend == FA4:
+            raise ValueError("fp8_base with attention_backend 'fa4' fails in FlashAttention-4's tensor checks "
+                             "('out must not have broadcast dimensions', H100 run h100-j): use one or the other")
         if self.checkpointing == "none" and (self.keep_attention_blocks or self.offload_blocks):
             raise ValueError("keep_attention_blocks and offload_blocks act on checkpointed blocks: "
                              "they need checkpointing='full'")

@@ -136,3 +136,8 @@ def test_fa4_gradients_equal_cudnn_under_every_lever(monkeypatch):
         assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.999, name
         assert (a - b).norm() < 0.05 * b.norm(), name
     fa4.restore()
+
+
+def test_fp8_with_fa4_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="fp8_base with attention_backend 'fa4'"):
+        SpeedLevers(attention_backend="fa4", fp8_base=True)

@@ -83,6 +83,8 @@ PLANS: dict[str, Plan] = {
         # FlashAttention-4 as torch's flash kernel (needs the flash-attn-4 package)
         _case("compile_keepattn_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
               keep_attention_blocks=40),
+        _case("compile_keepattn40_offload40_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
+              keep_attention_blocks=40, offload_blocks=40),
         _case("compile_keepattn40_offload24_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
               keep_attention_blocks=40, offload_blocks=24),
         _case("compile_keepattn40_offload40_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
@@ -91,10 +93,6 @@ PLANS: dict[str, Plan] = {
         _case("compile_keepattn_fp8_480p", P480, 3, compile_blocks=True, keep_attention_blocks=40, fp8_base=True),
         _case("compile_keepattn40_offload24_fp8_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
               offload_blocks=24, fp8_base=True),
-        _case("compile_keepattn_fa4_fp8_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
-              keep_attention_blocks=40, fp8_base=True),
-        _case("compile_keepattn40_offload24_fa4_fp8_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
-              keep_attention_blocks=40, offload_blocks=24, fp8_base=True),
     ), configuration=P720, device="cuda", attention_sizes=(P480, P720)),
     # The same code paths at the smoke preset on the CPU, in seconds (tests, `make bench` without a GPU).
     "smoke": Plan("smoke", (
