@@ -101,6 +101,7 @@ class StepBench:
         self.transformer = models.build_transformer(architecture, self.dtype, device, seed)
         _sync(device)
         self.build_seconds = time.perf_counter() - t0
+        seeding.seed_everything(seed)  # LoRA A is drawn from the global generators: the same LoRA in every run
         lora.attach_lora(self.transformer, self.lora_cfg)
         self.transformer.train()
         self.initial_lora = lora.lora_state_dict(self.transformer)
