@@ -2,13 +2,17 @@
 
 The defaults are the plain step (diffusers + peft + diffusers' gradient checkpointing + default attention),
 the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; results/bench/, Table 4),
-480x832x81 unless named; baseline 13.59 s/step, 53.2 GiB, MFU 31.4% (run h100-g):
+480x832x81 unless named; baseline 13.31-13.59 s/step, 53.2 GiB, MFU 31.4-32.0% (runs h100-g, -i, -k):
 
 - `attention_backend`: a backend of diffusers' attention dispatcher. "native" is torch SDPA's own choice,
   which on this torch is already cuDNN's fused attention (580 TFLOP/s forward, 470-490 forward+backward
   alone, against 350/285 for FlashAttention-2 and 180/120 for the efficient kernel). Forcing
-  "_native_cudnn" adds contiguous copies of q, k, v: 0.98x. FlashAttention-3 and the `*_hub` kernels
-  are not offered: they need the flash-attn package or a download.
+  "_native_cudnn" adds contiguous copies of q, k, v: 0.98x. "fa4" swaps FlashAttention-4 in for torch's
+  flash kernel (`cinelora/fa4.py`, the flash-attn-4 package): 647 TFLOP/s forward and 546 forward+backward
+  at 720p's N = 75,600 against cuDNN's 575/463 (a one-off probe; the bench's attention stage now has an
+  "fa4" row). With compiled blocks and kept attention: 480p 8.90 s against 9.82 s with cuDNN, 1.496x the
+  baseline of the same run (13.31 s, run h100-i; 1.497x in run h100-k); 720p below.
+  The `*_hub` kernels need a download and are not offered.
 - `checkpointing`: "full" recomputes every block in the backward (diffusers' own gradient checkpointing,
   which keeps only each block's inputs); "none" keeps every activation (does not fit at true size).
 - `keep_attention_blocks`: the first k blocks also keep their self-attention kernel outputs (one N x d
@@ -16,18 +20,19 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   compiled blocks, all 40: 10.0 s (1.36x, MFU 42.6%) for +9.7 GiB.
 - `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
   they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
-  prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks
-  and 24 of them offloaded: 40.9 s/step, 72.8 GiB, MFU 43.4% (no attention recompute; 1.18x compiled
-  blocks alone, 48.2 s at 75.4 GiB).
+  prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks:
+  24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
+  all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB). The copies hide behind compute,
+  and less GPU memory in use costs nothing; 40 blocks need about 62 GB of pinned host memory at 720p.
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
   480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB
   without offload (75.4 GiB; with expandable segments, `configure_cuda_allocator`).
 - `fp8_base`: the blocks' frozen linears multiply in float8 (`cinelora/fp8.py`). With compiled blocks and
-  kept attention: 480p 8.99 s, MFU 47.4%, +1.8 GiB (run h100-h; against the 13.59 s baseline of run h100-g,
-  another H100 of the same kind, 1.51x, and 10.0 s without fp8); 720p with 24 blocks
-  offloaded 40.3 s (1.5% faster; 76.9 GiB, little margin). The first step's LoRA gradient norm moves by
-  4% (0.481 against 0.501 in bf16, random weights), so it stays off until checked on real weights.
+  kept attention (cuDNN): 480p 8.99 s against 10.0 s, +1.8 GiB; 720p with 24 blocks offloaded 40.3 s
+  against 40.9 s (76.9 GiB). On the CPU smoke model the LoRA gradient keeps cosine 0.9988 with bf16's
+  (relative error 4.9%); no same-run true-size check exists yet, so it stays off. With "fa4" it fails in
+  FlashAttention-4's tensor checks (run h100-j) and is refused.
 
 Kept attention outputs are recorded and replayed by `_AttentionTape`, not torch's selective checkpointing:
 that keeps the kernel's output buffer itself, which compiled blocks reuse, and gave wrong gradients.

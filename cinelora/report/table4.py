@@ -283,7 +283,7 @@ def make_table4(inputs: ComputeInputs) -> str:
         rf"\caption{{{_caption(rows, inputs)}}}",
         r"\label{tab:compute}",
         r"\footnotesize",
-        r"\setlength{\tabcolsep}{4pt}",
+        r"\setlength{\tabcolsep}{2.5pt}",
         rf"\begin{{tabular}}{{l{'c' * (width - 1)}}}",
         r"\toprule",
         " & ".join(COLUMNS) + r" \\",
