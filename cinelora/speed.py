@@ -23,7 +23,8 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks:
   24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
   all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB). The copies hide behind compute,
-  and less GPU memory in use costs nothing; 40 blocks need about 62 GB of pinned host memory at 720p.
+  and less GPU memory in use costs nothing. At 720p 40 blocks pin about 80 GiB of host memory (62 GB of
+  tensors; torch's pinned-memory cache rounds each buffer up to a power of two).
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
   480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB

@@ -72,6 +72,15 @@ def cached_inputs(architecture: str, frames: int, height: int, width: int, devic
     return {k: v.to(device, dtype) for k, v in cpu.items()}
 
 
+def _empty_host_cache() -> None:
+    """Free the pinned CPU buffers torch keeps cached after offloaded blocks. The cache serves a request only
+    from a buffer of its power-of-two size, so a case of another clip size pins anew: in run h100-k a 480p case
+    (40 GiB of 512 MiB buffers) after a 720p one (80 GiB of 1 GiB buffers cached) ended without a Python
+    error on a 128 GiB host, most likely killed for host memory."""
+    release = getattr(torch.accelerator, "empty_host_cache", None) or torch._C._host_emptyCache  # older torch: 2.11
+    release()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -162,6 +171,7 @@ class StepBench:
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
+            _empty_host_cache()
         if "oom" in result or "error" in result:
             return result
         flops = _case_flops(self.architecture, case, self.lora_cfg)
