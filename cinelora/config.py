@@ -87,6 +87,7 @@ class TrainConfig:
     attention_backend: str = "native"  # speed levers (cinelora/speed.py; measured effects in results/bench/)
     keep_attention_blocks: int = 0  # selective checkpointing: keep self-attention outputs of the first k blocks
     offload_blocks: int = 0  # keep the checkpointed inputs of the last m blocks in pinned CPU memory
+    uncheckpointed_blocks: int = 0  # the first j blocks keep every activation (no recompute); j + m <= blocks
     compile_blocks: bool = False  # regional torch.compile of the transformer blocks
     fp8_base: bool = False  # frozen base linears of the blocks in fp8 (cinelora/fp8.py)
     max_grad_norm: float = 1.0
@@ -208,7 +209,8 @@ PROFILE_KEYS = (
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
-    "train.offload_blocks", "train.compile_blocks", "train.fp8_base", "train.style_steps",
+    "train.offload_blocks", "train.uncheckpointed_blocks", "train.compile_blocks", "train.fp8_base",
+    "train.style_steps",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
@@ -253,6 +255,7 @@ _POSITIVE = (
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
+_BLOCK_COUNTS = ("train.keep_attention_blocks", "train.offload_blocks", "train.uncheckpointed_blocks")
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
 
 
@@ -327,6 +330,10 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
     for key in _FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")
+    for key in _BLOCK_COUNTS:
+        if _get(cfg, key) < 0 or (_get(cfg, key) and not cfg.train.gradient_checkpointing):
+            raise ConfigError(source, key, _get(cfg, key), "a block count >= 0, and 0 without "
+                              "train.gradient_checkpointing (it acts on checkpointed blocks)")
     for section in ("data", "world"):
         h, w, t = (_get(cfg, f"{section}.{k}") for k in ("height", "width", "num_frames"))
         if h % 16 or w % 16:

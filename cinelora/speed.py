@@ -18,6 +18,8 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
 - `keep_attention_blocks`: the first k blocks also keep their self-attention kernel outputs (one N x d
   tensor and the log-sum-exp), so their recompute skips the dearest op (O(N^2)) for O(N) memory. With
   compiled blocks, all 40: 10.0 s (1.36x, MFU 42.6%) for +9.7 GiB.
+- `uncheckpointed_blocks`: the first j blocks are not checkpointed: they keep every activation and skip
+  the recompute, for memory that only offloading the others frees (measurements below, when run).
 - `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
   they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
   prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks:
@@ -72,6 +74,7 @@ class SpeedLevers:
     checkpointing: str = "full"
     keep_attention_blocks: int = 0
     offload_blocks: int = 0
+    uncheckpointed_blocks: int = 0
     compile_blocks: bool = False
     fp8_base: bool = False
 
@@ -80,14 +83,15 @@ class SpeedLevers:
             raise ValueError(f"attention_backend={self.attention_backend!r}; expected one of {ATTENTION_BACKENDS}")
         if self.checkpointing not in CHECKPOINTING:
             raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
-        if min(self.keep_attention_blocks, self.offload_blocks) < 0:
-            raise ValueError("keep_attention_blocks and offload_blocks must be >= 0")
+        if min(self.keep_attention_blocks, self.offload_blocks, self.uncheckpointed_blocks) < 0:
+            raise ValueError("keep_attention_blocks, offload_blocks and uncheckpointed_blocks must be >= 0")
         if self.fp8_base and self.attention_backend == FA4:
             raise ValueError("fp8_base with attention_backend 'fa4' fails in FlashAttention-4's tensor checks "
                              "('out must not have broadcast dimensions', H100 run h100-j): use one or the other")
-        if self.checkpointing == "none" and (self.keep_attention_blocks or self.offload_blocks):
-            raise ValueError("keep_attention_blocks and offload_blocks act on checkpointed blocks: "
-                             "they need checkpointing='full'")
+        if self.checkpointing == "none" and (self.keep_attention_blocks or self.offload_blocks
+                                             or self.uncheckpointed_blocks):
+            raise ValueError("keep_attention_blocks, offload_blocks and uncheckpointed_blocks act on checkpointed "
+                             "blocks: they need checkpointing='full'")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -253,13 +257,16 @@ def _prefetch_next() -> None:
 
 
 def block_strategies(num_blocks: int, levers: SpeedLevers) -> list[str]:
-    """Per block: "keep_attention" (first k), "offload" (last m), "offload_keep_attention" (both) or "full"."""
-    k, m = levers.keep_attention_blocks, levers.offload_blocks
-    if max(k, m) > num_blocks:
-        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}: the transformer has {num_blocks} blocks")
+    """Per block: "none" (first j, not checkpointed), then "keep_attention" (first k), "offload" (last m),
+    "offload_keep_attention" (both) or "full"."""
+    k, m, j = levers.keep_attention_blocks, levers.offload_blocks, levers.uncheckpointed_blocks
+    if max(k, m) > num_blocks or j + m > num_blocks:
+        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}, uncheckpointed_blocks={j}: the "
+                         f"transformer has {num_blocks} blocks, and a block cannot be both offloaded and "
+                         "uncheckpointed")
     names = {(True, False): "keep_attention", (False, True): "offload", (True, True): "offload_keep_attention",
              (False, False): "full"}
-    return [names[i < k, i >= num_blocks - m] for i in range(num_blocks)]
+    return ["none" if i < j else names[i < k, i >= num_blocks - m] for i in range(num_blocks)]
 
 
 def _checkpoint_function(strategies: dict[int, str]):
@@ -267,6 +274,8 @@ def _checkpoint_function(strategies: dict[int, str]):
 
     def checkpoint_block(block: torch.nn.Module, *args):
         strategy = strategies[id(block)]
+        if strategy == "none":
+            return block(*args)
         if strategy == "full":
             return checkpoint(block.__call__, *args, use_reentrant=False)  # = diffusers' default function
         params = [p for p in block.parameters() if p.requires_grad]

@@ -19,7 +19,8 @@ from cinelora.speed import (ALLOCATOR_VARIABLE, RECOMPILE_LIMIT, SpeedLevers, ap
 
 LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
           SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1),
-          SpeedLevers(keep_attention_blocks=2, offload_blocks=1)]
+          SpeedLevers(keep_attention_blocks=2, offload_blocks=1),
+          SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=2, offload_blocks=1)]
 
 # one block, d = 4, FFN 8, 2 video tokens (5 frames of 16x16 -> latents 2x2x2 -> patches 2x1x1), 3 image tokens
 TINY = dict(num_attention_heads=1, attention_head_dim=4, ffn_dim=8, num_layers=1, patch_size=(1, 2, 2),
@@ -68,6 +69,9 @@ def test_step_flops_equal_a_hand_count_for_a_tiny_config():
     keep = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
                             targets=CROSS_ATTENTION_TARGETS, keep_attention_blocks=1)
     assert keep.recompute == 66688 - 64  # the self-attention core is kept, not redone
+    stored = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
+                              targets=CROSS_ATTENTION_TARGETS, uncheckpointed_blocks=1)
+    assert (stored.model, stored.recompute, stored.kernel_recompute) == (got.model, 0, got.kernel_recompute)
     two = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
                            targets=CROSS_ATTENTION_TARGETS, batch=2, checkpointing="none")
     assert (two.model, two.recompute) == (2 * got.model, 0)
@@ -123,7 +127,7 @@ def _backward(transformer) -> None:
 
 
 @pytest.mark.parametrize("levers", LEVERS, ids=lambda lev: f"{lev.checkpointing}-k{lev.keep_attention_blocks}"
-                                                            f"-o{lev.offload_blocks}")
+                                                            f"-o{lev.offload_blocks}-j{lev.uncheckpointed_blocks}")
 def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_transformer, levers):
     # the CPU's fused SDPA op is not in torch's table: count it with torch's own SDPA formulas (the backward
     # formula includes the QKᵀ recompute of fused kernels, so the counter sees hardware FLOPs)
@@ -138,7 +142,8 @@ def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_tran
     smoke_transformer.zero_grad(set_to_none=True)
     expected = flops.step_flops(models.transformer_config("smoke"), frames=5, height=32, width=32,
                                 image_tokens=image_tokens("smoke"), rank=8, targets=CROSS_ATTENTION_TARGETS,
-                                checkpointing=levers.checkpointing, keep_attention_blocks=levers.keep_attention_blocks)
+                                checkpointing=levers.checkpointing, keep_attention_blocks=levers.keep_attention_blocks,
+                                uncheckpointed_blocks=levers.uncheckpointed_blocks)
     assert counter.get_total_flops() == expected.hardware
 
 
@@ -178,10 +183,16 @@ def test_lever_validation_and_block_assignment():
         "keep_attention", "keep_attention", "full", "full", "offload"]
     assert block_strategies(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2)) == [
         "keep_attention", "offload_keep_attention", "offload"]
+    assert block_strategies(4, SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=4, offload_blocks=2)) == [
+        "none", "keep_attention", "offload_keep_attention", "offload_keep_attention"]
     with pytest.raises(ValueError, match="has 3 blocks"):
         block_strategies(3, SpeedLevers(offload_blocks=4))
+    with pytest.raises(ValueError, match="both offloaded and uncheckpointed"):
+        block_strategies(3, SpeedLevers(uncheckpointed_blocks=2, offload_blocks=2))
     with pytest.raises(ValueError, match="checkpointing='full'"):
         SpeedLevers(checkpointing="none", offload_blocks=1)
+    with pytest.raises(ValueError, match="checkpointing='full'"):
+        SpeedLevers(checkpointing="none", uncheckpointed_blocks=1)
     with pytest.raises(ValueError, match="attention_backend"):
         SpeedLevers(attention_backend="flash_hub")
 

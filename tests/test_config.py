@@ -57,6 +57,10 @@ def test_out_of_range_and_bad_frame_count_are_rejected(tmp_path: Path):
         load_config(_write(tmp_path, lambda r: r["train"].update(lr=-1.0)), "full")
     with pytest.raises(ConfigError, match=r"data\.num_frames.*4k\+1"):
         load_config(_write(tmp_path, lambda r: r["data"].update(num_frames=80)), "full")
+    with pytest.raises(ConfigError, match=r"train\.uncheckpointed_blocks.*>= 0"):
+        load_config(_write(tmp_path, lambda r: r["train"].update(uncheckpointed_blocks=-1)), "full")
+    with pytest.raises(ConfigError, match=r"train\.keep_attention_blocks.*gradient_checkpointing"):
+        load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False)), "full")
 
 
 def test_missing_key_is_rejected(tmp_path: Path):

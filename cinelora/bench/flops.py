@@ -90,12 +90,13 @@ def _attention(q_tokens: int, kv_tokens: int, width: int) -> int:
 
 def step_flops(config: dict, *, frames: int, height: int, width: int, image_tokens: int, rank: int,
                targets: list[str], batch: int = 1, checkpointing: str = "full",
-               keep_attention_blocks: int = 0) -> StepFlops:
+               keep_attention_blocks: int = 0, uncheckpointed_blocks: int = 0) -> StepFlops:
     """FLOPs of one LoRA step of a `WanTransformer3DModel(**config)` on `batch` clips of frames x height x width.
 
     `targets`: LoRA module names inside a block (e.g. "attn2.to_q"); `checkpointing`: "none" or "full"
     (every block recomputed in the backward), with the self-attention output of the first
-    `keep_attention_blocks` blocks kept instead of recomputed (selective checkpointing). Every term is
+    `keep_attention_blocks` blocks kept instead of recomputed (selective checkpointing), and the first
+    `uncheckpointed_blocks` blocks not recomputed at all. Every term is
     linear in the batch: samples do not attend to each other.
     """
     if checkpointing not in CHECKPOINTING:
@@ -163,7 +164,7 @@ def step_flops(config: dict, *, frames: int, height: int, width: int, image_toke
         block_fwd = sum(f for f, _ in parts)
         forward += block_fwd
         backward += sum(b for _, b in parts)
-        if checkpointing == "full":
+        if checkpointing == "full" and block >= uncheckpointed_blocks:
             recompute += block_fwd - (self_core if block < keep_attention_blocks else 0)
 
     p_t, p_h, p_w = config["patch_size"]

@@ -91,7 +91,8 @@ def _case_flops(architecture: str, case: BenchCase, lora_cfg: LoraConfig) -> Ste
     return step_flops(models.transformer_config(architecture), frames=case.frames, height=case.height,
                       width=case.width, image_tokens=image_tokens(architecture), rank=lora_cfg.rank,
                       targets=lora_cfg.targets, checkpointing=lev.checkpointing,
-                      keep_attention_blocks=lev.keep_attention_blocks)
+                      keep_attention_blocks=lev.keep_attention_blocks,
+                      uncheckpointed_blocks=lev.uncheckpointed_blocks)
 
 
 class StepBench:
