@@ -92,6 +92,8 @@ PLANS: dict[str, Plan] = {
         # the first j blocks not checkpointed (every activation kept, no recompute); the others offloaded
         _case("compile_nockpt4_keepattn40_offload36_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
               uncheckpointed_blocks=4, keep_attention_blocks=40, offload_blocks=36),
+        _case("compile_nockpt6_keepattn40_offload34_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
+              uncheckpointed_blocks=6, keep_attention_blocks=40, offload_blocks=34),
         _case("compile_nockpt8_keepattn40_offload32_fa4_480p", P480, 3, attention_backend=FA4, compile_blocks=True,
               uncheckpointed_blocks=8, keep_attention_blocks=40, offload_blocks=32),
         _case("compile_nockpt2_keepattn40_offload38_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
