@@ -2,7 +2,7 @@
 
 The defaults are the plain step (diffusers + peft + diffusers' gradient checkpointing + default attention),
 the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; results/bench/, Table 4),
-480x832x81 unless named; baseline 13.31-13.59 s/step, 53.2 GiB, MFU 31.4-32.0% (runs h100-g, -i, -k):
+480x832x81 unless named; baseline 13.31-13.67 s/step, 53.2 GiB, MFU 31.2-32.0% (runs h100-g, -i, -k, -l, -m):
 
 - `attention_backend`: a backend of diffusers' attention dispatcher. "native" is torch SDPA's own choice,
   which on this torch is already cuDNN's fused attention (580 TFLOP/s forward, 470-490 forward+backward
@@ -11,21 +11,27 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   flash kernel (`cinelora/fa4.py`, the flash-attn-4 package): 647 TFLOP/s forward and 546 forward+backward
   at 720p's N = 75,600 against cuDNN's 575/463 (a one-off probe; the bench's attention stage now has an
   "fa4" row). With compiled blocks and kept attention: 480p 8.90 s against 9.82 s with cuDNN, 1.496x the
-  baseline of the same run (13.31 s, run h100-i; 1.497x in run h100-k); 720p below.
+  baseline of the same run (13.31 s, run h100-i; 1.497x in run h100-k, 1.503x in run h100-l); 720p below.
   The `*_hub` kernels need a download and are not offered.
 - `checkpointing`: "full" recomputes every block in the backward (diffusers' own gradient checkpointing,
   which keeps only each block's inputs); "none" keeps every activation (does not fit at true size).
 - `keep_attention_blocks`: the first k blocks also keep their self-attention kernel outputs (one N x d
   tensor and the log-sum-exp), so their recompute skips the dearest op (O(N^2)) for O(N) memory. With
   compiled blocks, all 40: 10.0 s (1.36x, MFU 42.6%) for +9.7 GiB.
-- `uncheckpointed_blocks`: the first j blocks are not checkpointed: they keep every activation and skip
-  the recompute, for memory that only offloading the others frees (measurements below, when run).
+- `uncheckpointed_blocks`: the first j blocks are not checkpointed: they keep every activation (about
+  5 GiB a block at 480p, 11.4 GiB at 720p) and skip their recompute (about 39 ms a block at 480p), in
+  memory that offloading the other blocks frees. With FA4, compiled blocks, kept attention and the rest
+  offloaded, at 480p (run h100-l): 4 blocks 8.97 s, 58.9 GiB, 1.525x the baseline of the run (13.67 s)
+  against 9.10 s (1.503x) for none; 6 blocks 9.02 s with 78 GiB reserved (run h100-m), 8 out of memory.
+  At 720p: on an H200 (run h200-c) 4 blocks 34.98 s, 95.1 GiB, against 35.28 s for none; on the H100 2
+  blocks reserve 78 GiB and took 36.0 s (run h100-m; 35.0 s for none in run h100-j), so 0 at 720p.
 - `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
   they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
   prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks:
   24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
-  all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB). The copies hide behind compute,
-  and less GPU memory in use costs nothing. At 720p 40 blocks pin about 80 GiB of host memory (62 GB of
+  all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB); on an H200 35.28 s, MFU 50.3%,
+  1.459x the baseline of the same run (51.46 s, 82.2 GiB; run h200-c). The copies hide behind compute:
+  at 480p with FA4, all 40 offloaded 9.12 s at 39.1 GiB against 9.10 s at 62.9 GiB (run h100-l). At 720p 40 blocks pin about 80 GiB of host memory (62 GB of
   tensors; torch's pinned-memory cache rounds each buffer up to a power of two).
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
