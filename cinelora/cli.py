@@ -18,7 +18,10 @@ EXAMPLES = {
             "  python -m cinelora data check --config experiments/lora_r8/config.yaml --profile full",
     "train": "example:\n  python -m cinelora train --config experiments/lora_r8/config.yaml --profile smoke\n"
              "multi-GPU:\n  accelerate launch --config_file configs/accelerate/2gpu_ddp.yaml -m cinelora train "
-             "--config experiments/lora_r8/config.yaml --profile full",
+             "--config experiments/lora_r8/config.yaml --profile full\n"
+             "long clips, each clip's tokens split over 2 GPUs (context parallelism):\n"
+             "  accelerate launch --config_file configs/accelerate/2gpu_ddp.yaml -m cinelora train "
+             "--config experiments/lora_r8/config.yaml --profile full --context-parallel 2",
     "generate": "example:\n  python -m cinelora generate --config experiments/lora_r8/config.yaml --profile smoke",
     "evaluate": "example:\n  python -m cinelora evaluate --config experiments/base/config.yaml --profile smoke",
     "run": "example (world → train → evaluate → provenance):\n"
@@ -93,17 +96,19 @@ def _prepare_world(cfg: ExperimentConfig) -> None:
         generate_world(cfg.world)
 
 
-def _train(cfg: ExperimentConfig, out: Path) -> dict:
+def _train(cfg: ExperimentConfig, out: Path, context_parallel: int = 1) -> dict:
     from cinelora import results
     from cinelora.train import train
 
     import torch
     from accelerate import PartialState
 
-    result = train(cfg, out, _paths(cfg)[1] / "checkpoints")
+    result = train(cfg, out, _paths(cfg)[1] / "checkpoints", context_parallel=context_parallel)
     summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
                "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
-               "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters}
+               "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters,
+               "processes": PartialState(cpu=not torch.cuda.is_available()).num_processes,
+               "context_parallel": result.context_parallel}
     if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         results.atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
@@ -148,12 +153,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch`: one process claims results and writes the world
+    _check_context_parallel(cfg, args.context_parallel, state.num_processes)
     with state.main_process_first():
         out = _claim(cfg, args.force) if state.is_main_process else _paths(cfg)[0]
         _prepare_world(cfg)
-    summary = _train(cfg, out)
+    summary = _train(cfg, out, args.context_parallel)
     if state.is_main_process:
         print(json.dumps(summary))
+
+
+def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) -> None:
+    """Reject a context-parallel degree that does not divide the processes, heads or tokens, before any work."""
+    if degree == 1:
+        return
+    from cinelora.context_parallel import Layout, check_shapes
+    from cinelora.models import transformer_config
+
+    frames = [("data.num_frames", cfg.data.num_frames)] + ([("the style stage", 1)] if cfg.train.stage == "two_stage"
+                                                           else [])
+    try:
+        Layout(degree, 0, processes)
+        for field, n in frames:
+            check_shapes(transformer_config(cfg.model.architecture), degree, n, cfg.data.height, cfg.data.width, field)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -298,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("data", "build the procedural world, or check every dataset a config names", cmd_data)
     p.add_argument("action", choices=("world", "check"))
     _experiment_args(p)
-    _experiment_args(add("train", "train (or resume) the experiment's LoRA", cmd_train))
+    p = add("train", "train (or resume) the experiment's LoRA", cmd_train)
+    _experiment_args(p)
+    p.add_argument("--context-parallel", type=int, default=1, metavar="C",
+                   help="split each clip's video tokens over groups of C processes (diffusers' Ulysses attention; "
+                        "C divides the processes, the heads and the tokens; GPUs only); default 1: none")
     _experiment_args(add("generate", "generate (and cache) clips for every evaluation domain", cmd_generate))
     _experiment_args(add("evaluate", "score generated clips against ground truth → metrics.csv", cmd_evaluate))
     _experiment_args(add("run", "the whole experiment: world → train → evaluate → provenance", cmd_run))

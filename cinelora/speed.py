@@ -31,8 +31,9 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
   all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB); on an H200 35.28 s, MFU 50.3%,
   1.459x the baseline of the same run (51.46 s, 82.2 GiB; run h200-c). The copies hide behind compute:
-  at 480p with FA4, all 40 offloaded 9.12 s at 39.1 GiB against 9.10 s at 62.9 GiB (run h100-l). At 720p 40 blocks pin about 80 GiB of host memory (62 GB of
-  tensors; torch's pinned-memory cache rounds each buffer up to a power of two).
+  at 480p with FA4, all 40 offloaded 9.12 s at 39.1 GiB against 9.10 s at 62.9 GiB (run h100-l). At 720p
+  40 blocks pin about 80 GiB of host memory (62 GB of tensors; torch's pinned-memory cache rounds each buffer
+  up to a power of two).
 - `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
   static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
   480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB

@@ -1,5 +1,6 @@
 """The one training loop: LoRA fine-tuning of the Wan2.1 I2V transformer with the flow-matching objective,
-through accelerate (bf16 mixed precision on GPU, fp32 on CPU; DDP/FSDP2 come from `accelerate launch`).
+through accelerate (bf16 mixed precision on GPU, fp32 on CPU; DDP/FSDP2 come from `accelerate launch`, and
+context parallelism over groups of those processes from `context_parallel`).
 
 Gradient accumulation, gradient checkpointing, AdamW, cosine schedule with warm-up, periodic validation with
 early stopping, resumable checkpoints, a tqdm bar and a JSONL log. Every random draw comes from
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 from cinelora import lora, models, objective, results, seeding, speed
 from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from cinelora.config import ExperimentConfig
+from cinelora.context_parallel import Layout, sum_gradient_over_group
+from cinelora.context_parallel import enable as enable_context_parallel
 from cinelora.data import VideoClipDataset
 from cinelora.losses import PerceptualDistance, attack_condition
 
@@ -46,6 +49,7 @@ class TrainResult:
     best_step: int
     stopped_early: bool
     lora_dir: Path
+    context_parallel: int
     seconds: float
     trainable_parameters: int
     total_parameters: int
@@ -102,11 +106,12 @@ def _freeze_adapter(transformer, name: str) -> None:
 
 
 def _training_loss(transformer, attack_model, c: models.WanComponents, inputs: dict, sigmas: torch.Tensor,
-                   noise: torch.Tensor, cfg: ExperimentConfig,
-                   perceptual: PerceptualDistance | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   noise: torch.Tensor, cfg: ExperimentConfig, perceptual: PerceptualDistance | None,
+                   group=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch's loss; with adversarial conditioning, the condition is first moved by PGD to maximise
     this same loss (through `attack_model`, the unwrapped transformer, so no DDP hook fires), then the LoRA
-    trains on it, mixed TRADES-style with the clean loss when adversarial.clean_weight > 0."""
+    trains on it, mixed TRADES-style with the clean loss when adversarial.clean_weight > 0. `group`: the
+    context-parallel group, over which the attack's gradient is summed."""
     term = perceptual if cfg.perceptual.enabled else None
     weight = cfg.perceptual.weight
     if not cfg.adversarial.enabled:
@@ -114,7 +119,7 @@ def _training_loss(transformer, attack_model, c: models.WanComponents, inputs: d
     frames, dtype = inputs["video"].shape[2], inputs["latents"].dtype
 
     def loss_of_frame(first: torch.Tensor) -> torch.Tensor:
-        condition, image = objective.encode_condition(c, first, frames, dtype)
+        condition, image = objective.encode_condition(c, sum_gradient_over_group(first, group), frames, dtype)
         attacked = {**inputs, "condition": condition, "image": image}
         return objective.objective(attack_model, c, attacked, sigmas, noise, term, weight)[0]
 
@@ -176,29 +181,35 @@ def _peak_memory_gib(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
 
 
-def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bool = True) -> TrainResult:
+def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bool = True,
+          context_parallel: int = 1) -> TrainResult:
     """Train (or resume) the LoRA of `cfg`; writes `train_log.jsonl` and the best LoRA under `out_dir/lora`.
 
     Two-stage (train.stage: two_stage, the seed's "style decoupled from motion"): first a "style" LoRA on
     single frames (T = 1, black condition frame) for train.style_steps steps under `out_dir/style/`, then
-    the "motion" LoRA on clips with the style LoRA loaded, active and frozen; both run this same loop."""
+    the "motion" LoRA on clips with the style LoRA loaded, active and frozen; both run this same loop.
+    `context_parallel`: ranks per context-parallel group (`cinelora.context_parallel`; 1 = none)."""
     if cfg.train.stage == "single":
-        return train_stage(cfg, out_dir, ckpt_root, progress=progress)
+        return train_stage(cfg, out_dir, ckpt_root, progress=progress, context_parallel=context_parallel)
     style = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
                                 train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
-    train_stage(style, out_dir / "style", ckpt_root / "style", adapter="style", progress=progress)
+    train_stage(style, out_dir / "style", ckpt_root / "style", adapter="style", progress=progress,
+                context_parallel=context_parallel)
     return train_stage(cfg, out_dir, ckpt_root / "motion", adapter="motion",
-                       frozen={"style": out_dir / "style" / "lora"}, progress=progress)
+                       frozen={"style": out_dir / "style" / "lora"}, progress=progress,
+                       context_parallel=context_parallel)
 
 
 def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapter: str = "default",
-                frozen: dict[str, Path] | None = None, progress: bool = True) -> TrainResult:
+                frozen: dict[str, Path] | None = None, progress: bool = True,
+                context_parallel: int = 1) -> TrainResult:
     """The training loop for one LoRA adapter (`frozen` adapters are loaded first and stay fixed)."""
     t0 = time.perf_counter()
     on_gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not on_gpu,  # on CPUs, several processes (torchrun) train through gloo DDP
                               mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no")
     device, tc = accelerator.device, cfg.train
+    layout = Layout(context_parallel, accelerator.process_index, accelerator.num_processes)
     dtype = DTYPES[cfg.model.weight_dtype]
     seeding.seed_everything(cfg.seed)
 
@@ -223,6 +234,7 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
         attention_backend=tc.attention_backend, checkpointing="full" if tc.gradient_checkpointing else "none",
         keep_attention_blocks=tc.keep_attention_blocks, offload_blocks=tc.offload_blocks,
         uncheckpointed_blocks=tc.uncheckpointed_blocks, compile_blocks=tc.compile_blocks, fp8_base=tc.fp8_base))
+    group = enable_context_parallel(transformer, layout) if layout.degree > 1 else None
     optimizer = torch.optim.AdamW(lora.lora_parameters(transformer), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     scheduler = _lr_scheduler(cfg, optimizer)
@@ -244,7 +256,7 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
     val_batches = [collate([val_set[(i * tc.batch_size + j) % len(val_set)] for j in range(tc.batch_size)])
                    for i in range(tc.val_batches)]
     sampler = MicroStepSampler(len(train_set), cfg.seed, tc.batch_size, state.step * tc.grad_accum,
-                               tc.steps * tc.grad_accum, accelerator.process_index, accelerator.num_processes)
+                               tc.steps * tc.grad_accum, layout.data_rank, layout.data_world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers))
 
     bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}/{cfg.profile}", unit="step",
@@ -256,29 +268,30 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
         for micro in range(tc.grad_accum):
             k = state.step * tc.grad_accum + micro
             inputs = objective.encode_batch(c, next(batches), device, dtype)
-            sigmas, noise = objective.draw_noise(cfg.seed, "noise", k * accelerator.num_processes + accelerator.process_index,
-                                  inputs["latents"], cfg.model.flow_shift)
+            sigmas, noise = objective.draw_noise(cfg.seed, "noise", k * layout.data_world + layout.data_rank,
+                                                 inputs["latents"], cfg.model.flow_shift)
             sync = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(transformer), accelerator.autocast():
                 loss, terms = _training_loss(transformer, accelerator.unwrap_model(transformer), c, inputs, sigmas,
-                                             noise, cfg, perceptual)
+                                             noise, cfg, perceptual, group)
                 if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
                     last = latest_checkpoint(ckpt_root)
                     raise NonFiniteLossError(
                         f"non-finite loss ({float(loss.detach())}) at step {state.step + 1}, micro-batch {micro + 1}: "
                         f"stopped; last good checkpoint: {last if last else 'none (no checkpoint yet)'}. "
                         "Lower train.lr or check the data.")
-                accelerator.backward(loss / tc.grad_accum)
+                # DDP/FSDP2 average over every process; a context-parallel group's gradient is its ranks' sum
+                accelerator.backward(loss * layout.loss_scale / tc.grad_accum)
             for name, value in {"loss": loss, **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / tc.grad_accum
-        accelerator.clip_grad_norm_(lora.lora_parameters(transformer), tc.max_grad_norm)
+        grad_norm = accelerator.clip_grad_norm_(lora.lora_parameters(transformer), tc.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         bar.update(1)
 
-        record = {"step": state.step, **sums, "lr": scheduler.get_last_lr()[0]}
+        record = {"step": state.step, **sums, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
         if state.step % tc.val_every == 0 or state.step == tc.steps:
             transformer.eval()
             with accelerator.autocast():
@@ -312,7 +325,7 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
     lora_dir = out_dir / "lora"
     if accelerator.is_main_process:
         lora.save_lora(final, lora_dir, cfg.lora, adapter_name=adapter, state=keep)
-    return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir,
+    return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir, layout.degree,
                        time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
                        sum(p.numel() for p in final.parameters()))
 

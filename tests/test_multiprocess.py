@@ -1,6 +1,9 @@
 """Multi-process training through accelerate on the CPU (gloo): the LoRA trained by 2 processes equals the one
 trained by 1 process with the same global batch (2 processes x accumulation 2 = 1 x 4) within rtol 1e-4, atol 1e-6
-(measured: 1.5e-8 at most), with DDP and with FSDP2 launched from the committed configs/accelerate/2gpu_fsdp.yaml."""
+(measured: 1.5e-8 at most), with DDP, with FSDP2 launched from the committed configs/accelerate/2gpu_fsdp.yaml, and
+with both processes in one context-parallel group (accumulation 4, each carrying half of every clip's tokens;
+robust_lpips_r8, so the PGD attack and the R-LPIPS term are included)."""
+import json
 import os
 import shutil
 import subprocess
@@ -17,9 +20,9 @@ RUN = ["-m", "cinelora", "train", "--profile", "smoke", "--config"]
 FSDP2 = ROOT / "configs" / "accelerate" / "2gpu_fsdp.yaml"
 
 
-def _config(tmp: Path, name: str, grad_accum: int) -> Path:
-    text = (ROOT / "experiments" / "lora_r8" / "config.yaml").read_text()
-    text = text.replace("name: lora_r8", f"name: {name}").replace("  grad_accum: 4 ", f"  grad_accum: {grad_accum} ")
+def _config(tmp: Path, name: str, grad_accum: int, experiment: str = "lora_r8") -> Path:
+    text = (ROOT / "experiments" / experiment / "config.yaml").read_text()
+    text = text.replace(f"name: {experiment}", f"name: {name}").replace("  grad_accum: 4 ", f"  grad_accum: {grad_accum} ")
     text = text.replace("    train.steps: 6\n", "    train.steps: 2\n").replace("    train.val_every: 3\n", "    train.val_every: 2\n")
     text = text.replace("    train.checkpoint_every: 3\n", "    train.checkpoint_every: 1\n")  # step_1 to resume from
     assert f"grad_accum: {grad_accum} " in text and "train.steps: 2\n" in text and "checkpoint_every: 1\n" in text
@@ -89,3 +92,22 @@ def test_two_fsdp2_processes_train_and_resume_the_same_lora_as_one(one_process):
     shutil.rmtree(tmp / "results" / "fsdp2" / "smoke" / "lora")
     assert "resuming from step_0000001 (step 1/2)" in _run(launch, tmp)
     _assert_same_lora(reference, _lora(tmp, "fsdp2"))
+
+
+def test_two_context_parallel_processes_train_the_same_lora_as_one(tmp_path):
+    # robust_lpips_r8: the PGD attack's frame gradient and the R-LPIPS term go through the split sequence too
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "rlpips_metric").symlink_to(ROOT / "results" / "rlpips_metric")  # the R-LPIPS heads
+    _run([sys.executable, *RUN, str(_config(tmp_path, "one_process", 4, "robust_lpips_r8"))], tmp_path)
+    # both ranks see the same 4 clips per step (one context-parallel group), each carrying half of every clip's
+    # tokens; tests/context_parallel_on_cpu.py lifts diffusers' accelerator-only gate (see its docstring)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535"]
+    out = _run([*torchrun, str(ROOT / "tests" / "context_parallel_on_cpu.py"), "train", "--profile", "smoke",
+                "--config", str(_config(tmp_path, "context_parallel", 4, "robust_lpips_r8")), "--context-parallel",
+                "2"], tmp_path)
+    assert out.count('"context_parallel": 2') == 1
+    _assert_same_lora(_lora(tmp_path, "one_process"), _lora(tmp_path, "context_parallel"))
+    # the gradient itself, before clipping (AdamW alone would hide a gradient scaled by a constant)
+    norms = [[json.loads(line)["grad_norm"] for line in (tmp_path / "results" / name / "smoke" / "train_log.jsonl")
+              .read_text().splitlines()] for name in ("one_process", "context_parallel")]
+    assert len(norms[0]) == 2 and norms[0] == pytest.approx(norms[1], rel=1e-5)
