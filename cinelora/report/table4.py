@@ -284,6 +284,8 @@ def make_table4(inputs: ComputeInputs) -> str:
         r"\label{tab:compute}",
         r"\footnotesize",
         r"\setlength{\tabcolsep}{2.5pt}",
+        # long case names: shrunk to the text width when wider, never enlarged
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         rf"\begin{{tabular}}{{l{'c' * (width - 1)}}}",
         r"\toprule",
         " & ".join(COLUMNS) + r" \\",
@@ -293,7 +295,7 @@ def make_table4(inputs: ComputeInputs) -> str:
         lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\emph{{{title}}}}} \\"]
         lines += [" & ".join(_merge_not_measured(r.cells)) + r" \\"
                   for r in rows if (r.scale, r.device) == (scale, device)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
