@@ -169,8 +169,9 @@ def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) 
     from cinelora.context_parallel import Layout, check_shapes
     from cinelora.models import transformer_config
 
-    frames = [("data.num_frames", cfg.data.num_frames)] + ([("the style stage", 1)] if cfg.train.stage == "two_stage"
-                                                           else [])
+    frames = [("data.num_frames", cfg.data.num_frames)]
+    if cfg.train.stage == "two_stage":
+        frames.append(("the style stage", 1))  # single frames
     try:
         Layout(degree, 0, processes)
         for field, n in frames:
