@@ -88,6 +88,7 @@ class TrainConfig:
     keep_attention_blocks: int = 0  # selective checkpointing: keep self-attention outputs of the first k blocks
     offload_blocks: int = 0  # keep the checkpointed inputs of the last m blocks in pinned CPU memory
     uncheckpointed_blocks: int = 0  # the first j blocks keep every activation (no recompute); j + m <= blocks
+    keep_ffn_blocks: int = 0  # the first n blocks keep their FFN pre-activation: the recompute skips the FFN
     compile_blocks: bool = False  # regional torch.compile of the transformer blocks
     fp8_base: bool = False  # frozen base linears of the blocks in fp8 (cinelora/fp8.py)
     max_grad_norm: float = 1.0
@@ -209,7 +210,8 @@ PROFILE_KEYS = (
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
-    "train.offload_blocks", "train.uncheckpointed_blocks", "train.compile_blocks", "train.fp8_base",
+    "train.offload_blocks", "train.uncheckpointed_blocks", "train.keep_ffn_blocks", "train.compile_blocks",
+    "train.fp8_base",
     "train.style_steps",
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
@@ -255,7 +257,8 @@ _POSITIVE = (
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
-_BLOCK_COUNTS = ("train.keep_attention_blocks", "train.offload_blocks", "train.uncheckpointed_blocks")
+_BLOCK_COUNTS = ("train.keep_attention_blocks", "train.offload_blocks", "train.uncheckpointed_blocks",
+                 "train.keep_ffn_blocks")
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
 
 
@@ -344,6 +347,12 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
     if not cfg.lora.targets:
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "at least one module name")
+    if cfg.train.keep_ffn_blocks and not all(t.startswith(("attn1.", "attn2.")) for t in cfg.lora.targets):
+        raise ConfigError(source, "lora.targets", cfg.lora.targets, "attention layers only (attn1.* / attn2.*) "
+                          "with train.keep_ffn_blocks > 0 (its recompute computes no FFN or modulation gradient)")
+    if cfg.train.keep_ffn_blocks and cfg.train.fp8_base:
+        raise ConfigError(source, "train.keep_ffn_blocks", cfg.train.keep_ffn_blocks, "0 with train.fp8_base "
+                          "(the kept FFN's backward multiplies with the bf16 weights)")
     if (cfg.train.stage == "two_stage") != (cfg.train.style_steps > 0):
         raise ConfigError(source, "train.style_steps", cfg.train.style_steps,
                           "> 0 exactly when train.stage is two_stage")

@@ -51,11 +51,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import types
 import weakref
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
+from diffusers.models.attention import FeedForward
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import checkpoint
@@ -82,6 +86,7 @@ class SpeedLevers:
     keep_attention_blocks: int = 0
     offload_blocks: int = 0
     uncheckpointed_blocks: int = 0
+    keep_ffn_blocks: int = 0
     compile_blocks: bool = False
     fp8_base: bool = False
 
@@ -90,18 +95,35 @@ class SpeedLevers:
             raise ValueError(f"attention_backend={self.attention_backend!r}; expected one of {ATTENTION_BACKENDS}")
         if self.checkpointing not in CHECKPOINTING:
             raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
-        if min(self.keep_attention_blocks, self.offload_blocks, self.uncheckpointed_blocks) < 0:
-            raise ValueError("keep_attention_blocks, offload_blocks and uncheckpointed_blocks must be >= 0")
+        counts = (self.keep_attention_blocks, self.offload_blocks, self.uncheckpointed_blocks, self.keep_ffn_blocks)
+        if min(counts) < 0:
+            raise ValueError(f"{', '.join(_BLOCK_COUNTS)} must be >= 0; got {counts}")
         if self.fp8_base and self.attention_backend == FA4:
             raise ValueError("fp8_base with attention_backend 'fa4' fails in FlashAttention-4's tensor checks "
                              "('out must not have broadcast dimensions', H100 run h100-j): use one or the other")
-        if self.checkpointing == "none" and (self.keep_attention_blocks or self.offload_blocks
-                                             or self.uncheckpointed_blocks):
-            raise ValueError("keep_attention_blocks, offload_blocks and uncheckpointed_blocks act on checkpointed "
-                             "blocks: they need checkpointing='full'")
+        if self.fp8_base and self.keep_ffn_blocks:
+            raise ValueError("keep_ffn_blocks backpropagates through the FFN's bf16 weights itself: it cannot be "
+                             "combined with fp8_base")
+        if self.checkpointing == "none" and any(counts):
+            raise ValueError(f"{', '.join(_BLOCK_COUNTS)} act on checkpointed blocks: they need checkpointing='full'")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_BLOCK_COUNTS = ("keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks")
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What one transformer block keeps for its backward. Not `checkpointed`: every activation (no
+    recompute); else its input, and its self-attention outputs (`keep_attention`) and FFN pre-activation
+    (`keep_ffn`), whose ops the recompute then skips; with `offload` the input and attention outputs wait in
+    pinned CPU memory."""
+    checkpointed: bool = True
+    keep_attention: bool = False
+    keep_ffn: bool = False
+    offload: bool = False
 
 
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -180,11 +202,86 @@ class _AttentionTape(TorchDispatchMode):
         return self.entries.pop(0)
 
 
+class _FeedForwardTape:
+    """A block's FFN pre-activation h = x W1 + b1: kept in the block's forward (`recording`), then handed to
+    `_FeedForwardReplay` in its recompute, which skips the FFN's two products. `current` is the tape of the
+    block running now; FFNs run as usual where it is None."""
+    current: ClassVar["_FeedForwardTape | None"] = None
+
+    def __init__(self) -> None:
+        self.recording, self.kept = True, None
+
+    @contextlib.contextmanager
+    def active(self, recording: bool):
+        if _FeedForwardTape.current is not None:
+            raise RuntimeError("a block with a kept FFN ran inside another one")
+        self.recording, _FeedForwardTape.current = recording, self
+        try:
+            yield
+        finally:
+            _FeedForwardTape.current = None
+
+
+class _FeedForwardReplay(torch.autograd.Function):
+    """The FFN of a block's recompute, from its kept pre-activation h. Backward: the input gradient through
+    the frozen FFN, ((g W2) * gelu'(h)) W1, the products autograd would run. Forward: no products; it returns
+    NaN, because nothing the backward reads depends on the value (the block adds it to its output, gated by
+    a modulation that gets no gradient: `check_keep_ffn`), and any use of it would show as a NaN loss."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, kept: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
+                approximate: str) -> torch.Tensor:
+        ctx.save_for_backward(kept, up, down)
+        ctx.hidden_dtype, ctx.approximate = hidden.dtype, approximate
+        return kept.new_full((*kept.shape[:-1], down.shape[0]), float("nan"))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kept, up, down = ctx.saved_tensors
+        grad_kept = torch.ops.aten.gelu_backward(grad.to(kept.dtype) @ down.to(kept.dtype), kept,
+                                                 approximate=ctx.approximate)
+        return (grad_kept @ up.to(kept.dtype)).to(ctx.hidden_dtype), None, None, None, None
+
+
+@torch.compiler.disable  # a graph break: the compiled block runs up to the FFN, then from its output on
+def _taped_feed_forward(ffn: FeedForward, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """`FeedForward.forward` of a block that keeps its FFN: records or replays on the active tape."""
+    tape = _FeedForwardTape.current
+    if tape is None:
+        return FeedForward.forward(ffn, hidden, *args, **kwargs)
+    act, down = ffn.net[0], ffn.net[2]
+    if tape.recording:
+        tape.kept = act.proj(hidden)
+        return down(F.gelu(tape.kept, approximate=act.approximate))
+    if tape.kept is None:
+        raise RuntimeError("the recompute runs a kept FFN that the forward did not record")
+    kept, tape.kept = tape.kept, None
+    return _FeedForwardReplay.apply(hidden, kept, act.proj.weight, down.weight, act.approximate)
+
+
+def check_keep_ffn(transformer: WanTransformer3DModel) -> None:
+    """Raise ValueError unless skipping the FFN's forward in the recompute is exact for `transformer`: the
+    FFN is Wan's (linear, tanh-GELU, dropout 0, linear) and every trainable parameter sits in a block's
+    attention, so the FFN's weights, its output's gate (modulation and time embedding) need no gradient."""
+    ffn = transformer.blocks[0].ffn
+    net = getattr(ffn, "net", [])
+    if not (isinstance(ffn, FeedForward) and len(net) == 3 and isinstance(getattr(net[0], "proj", None),
+            torch.nn.Linear) and isinstance(net[1], torch.nn.Dropout) and net[1].p == 0
+            and isinstance(net[2], torch.nn.Linear)):
+        raise ValueError("keep_ffn_blocks needs Wan's FFN (Linear, GELU, Dropout(0), Linear) with frozen "
+                         f"linears; blocks[0].ffn is {ffn}")
+    trained = [n for n, p in transformer.named_parameters() if p.requires_grad
+               and not (n.startswith("blocks.") and (".attn1." in n or ".attn2." in n))]
+    if trained:
+        raise ValueError(f"keep_ffn_blocks needs every trained parameter inside the blocks' attention (LoRA "
+                         f"targets attn1.* / attn2.*); these are outside: {trained[:4]}")
+
+
 class _BlockCheckpoint(torch.autograd.Function):
-    """A checkpointed block: forward without autograd keeping only its input (and, with `keep_attention`,
-    its self-attention outputs); backward recomputes the block with autograd on, the attention replayed, and
-    backpropagates through it. With `offload` what it keeps waits in pinned CPU memory and is copied back
-    in the backward (prefetched while the block after it in the backward order recomputes).
+    """A checkpointed block: forward without autograd keeping only its input (and what `plan` keeps);
+    backward recomputes the block with autograd on, the kept ops replayed, and backpropagates through it.
+    With `plan.offload` the input and attention outputs wait in pinned CPU memory and are copied back in
+    the backward (prefetched while the block after it in the backward order recomputes).
 
     The block's trainable parameters are passed as inputs so the output requires a gradient even where
     the hidden states do not (block 0); their gradients accumulate in the inner backward, as in torch's
@@ -192,7 +289,7 @@ class _BlockCheckpoint(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, block: torch.nn.Module, offload: bool, keep_attention: bool, n_args: int, *inputs):
+    def forward(ctx, block: torch.nn.Module, plan: BlockPlan, n_args: int, *inputs):
         args, params = inputs[:n_args], inputs[n_args:]
         hidden, rest = args[0], args[1:]
         device_type = hidden.device.type
@@ -200,10 +297,12 @@ class _BlockCheckpoint(torch.autograd.Function):
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
         ctx.hidden_grad = hidden.requires_grad
         ctx.rest = rest  # encoder states, modulation and RoPE tables: shared by every block, stay on the device
-        ctx.kept, ctx.tape, ctx.fetched = _stash(hidden, offload), ([] if keep_attention else None), None
-        with _AttentionTape(ctx.tape, True, offload) if keep_attention else contextlib.nullcontext():
+        ctx.kept, ctx.tape, ctx.fetched = _stash(hidden, plan.offload), ([] if plan.keep_attention else None), None
+        ctx.ffn = _FeedForwardTape() if plan.keep_ffn else None
+        with _AttentionTape(ctx.tape, True, plan.offload) if plan.keep_attention else contextlib.nullcontext(), \
+                ctx.ffn.active(recording=True) if ctx.ffn else contextlib.nullcontext():
             out = block(hidden, *rest)
-        if offload:
+        if plan.offload:
             _pending.append(weakref.ref(ctx))
         return out
 
@@ -222,15 +321,16 @@ class _BlockCheckpoint(torch.autograd.Function):
         rest = [r.detach().requires_grad_(r.requires_grad) if isinstance(r, torch.Tensor) else r for r in ctx.rest]
         device_type, dtype, enabled = ctx.autocast
         with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled), \
-                _AttentionTape(tape, record=False) if tape is not None else contextlib.nullcontext():
+                _AttentionTape(tape, record=False) if tape is not None else contextlib.nullcontext(), \
+                ctx.ffn.active(recording=False) if ctx.ffn else contextlib.nullcontext():
             out = ctx.block(hidden, *rest)
         if tape:
             raise RuntimeError(f"the recompute replayed {len(ctx.tape) - len(tape)} of {len(ctx.tape)} recorded "
                                "self-attention outputs: the block ran differently in its forward and its recompute")
         torch.autograd.backward(out, grad_out)
         grads = [hidden.grad] + [r.grad if isinstance(r, torch.Tensor) else None for r in rest]
-        ctx.kept = ctx.tape = ctx.fetched = None  # done: pinned buffers go back to torch's host cache
-        return (None, None, None, None, *grads, *([None] * ctx.n_params))
+        ctx.kept = ctx.tape = ctx.fetched = ctx.ffn = None  # done: pinned buffers go back to torch's host cache
+        return (None, None, None, *grads, *([None] * ctx.n_params))
 
 
 # forward contexts of offloaded blocks whose backward has not run, in forward order (weak: a graph freed
@@ -263,31 +363,31 @@ def _prefetch_next() -> None:
         return
 
 
-def block_strategies(num_blocks: int, levers: SpeedLevers) -> list[str]:
-    """Per block: "none" (first j, not checkpointed), then "keep_attention" (first k), "offload" (last m),
-    "offload_keep_attention" (both) or "full"."""
-    k, m, j = levers.keep_attention_blocks, levers.offload_blocks, levers.uncheckpointed_blocks
-    if max(k, m) > num_blocks or j + m > num_blocks:
-        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}, uncheckpointed_blocks={j}: the "
-                         f"transformer has {num_blocks} blocks, and a block cannot be both offloaded and "
-                         "uncheckpointed")
-    names = {(True, False): "keep_attention", (False, True): "offload", (True, True): "offload_keep_attention",
-             (False, False): "full"}
-    return ["none" if i < j else names[i < k, i >= num_blocks - m] for i in range(num_blocks)]
+def block_plans(num_blocks: int, levers: SpeedLevers) -> list[BlockPlan]:
+    """Per block: the first j not checkpointed; of the others, the first k keep their attention outputs,
+    the first n their FFN pre-activation, and the last m offload."""
+    k, m, j, n = (levers.keep_attention_blocks, levers.offload_blocks, levers.uncheckpointed_blocks,
+                  levers.keep_ffn_blocks)
+    if max(k, m, n) > num_blocks or j + m > num_blocks:
+        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}, uncheckpointed_blocks={j}, "
+                         f"keep_ffn_blocks={n}: the transformer has {num_blocks} blocks, and a block cannot be "
+                         "both offloaded and uncheckpointed")
+    return [BlockPlan(checkpointed=False) if i < j else BlockPlan(keep_attention=i < k, keep_ffn=i < n,
+                                                                   offload=i >= num_blocks - m)
+            for i in range(num_blocks)]
 
 
-def _checkpoint_function(strategies: dict[int, str]):
-    """The `gradient_checkpointing_func` diffusers calls as f(block, *block_args), per block's strategy."""
+def _checkpoint_function(plans: dict[int, BlockPlan]):
+    """The `gradient_checkpointing_func` diffusers calls as f(block, *block_args), per block's plan."""
 
     def checkpoint_block(block: torch.nn.Module, *args):
-        strategy = strategies[id(block)]
-        if strategy == "none":
+        plan = plans[id(block)]
+        if not plan.checkpointed:
             return block(*args)
-        if strategy == "full":
+        if plan == BlockPlan():
             return checkpoint(block.__call__, *args, use_reentrant=False)  # = diffusers' default function
         params = [p for p in block.parameters() if p.requires_grad]
-        return _BlockCheckpoint.apply(block, strategy.startswith("offload"), strategy.endswith("keep_attention"),
-                                      len(args), *args, *params)
+        return _BlockCheckpoint.apply(block, plan, len(args), *args, *params)
 
     return checkpoint_block
 
@@ -304,8 +404,9 @@ def configure_cuda_allocator() -> None:
 def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) -> None:
     """Set the attention backend and the checkpointing of `transformer` (LoRA attached or not) in place.
 
-    Compilation and fp8 cannot be undone: once compiled or converted, the blocks stay so whatever a later
-    call says. Attach the LoRA first: fp8 converts the frozen linears that exist at the call. FA4 is
+    Compilation, fp8 and kept FFNs cannot be undone: once compiled or converted, the blocks stay so whatever
+    a later call says (a kept FFN's forward stays a graph break of the compiled block, and runs as usual
+    where its block does not keep it). Attach the LoRA first: fp8 converts the frozen linears that exist at the call. FA4 is
     process-wide: torch's flash kernel from an "fa4" call to the next call with another backend.
     """
     backend = levers.attention_backend
@@ -321,8 +422,14 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         transformer.disable_gradient_checkpointing()
     else:
         blocks = list(transformer.blocks)
-        strategies = {id(b): s for b, s in zip(blocks, block_strategies(len(blocks), levers))}
-        transformer.enable_gradient_checkpointing(gradient_checkpointing_func=_checkpoint_function(strategies))
+        plans = block_plans(len(blocks), levers)
+        if levers.keep_ffn_blocks:
+            check_keep_ffn(transformer)
+        for block, plan in zip(blocks, plans):
+            if plan.keep_ffn:  # before compiling: the compiled block then breaks its graph at the FFN
+                block.ffn.forward = types.MethodType(_taped_feed_forward, block.ffn)
+        transformer.enable_gradient_checkpointing(
+            gradient_checkpointing_func=_checkpoint_function({id(b): p for b, p in zip(blocks, plans)}))
     if levers.fp8_base and not any(isinstance(m, fp8.FrozenFp8Linear) for m in transformer.blocks.modules()):
         fp8.convert_frozen_linears(transformer.blocks)
     if levers.compile_blocks:
@@ -334,5 +441,5 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         transformer.compile_repeated_blocks(dynamic=False)
 
 
-__all__ = ["SpeedLevers", "apply_speed_levers", "block_strategies", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
+__all__ = ["SpeedLevers", "BlockPlan", "apply_speed_levers", "block_plans", "check_keep_ffn", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
            "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4", "RECOMPILE_LIMIT"]

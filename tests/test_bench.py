@@ -14,13 +14,14 @@ from cinelora.bench import flops
 from cinelora.bench.plans import PLANS, run_plan
 from cinelora.bench.step_bench import image_tokens, peak_bf16_tflops
 from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig
-from cinelora.speed import (ALLOCATOR_VARIABLE, RECOMPILE_LIMIT, SpeedLevers, apply_speed_levers, block_strategies,
-                            configure_cuda_allocator)
+from cinelora.speed import (ALLOCATOR_VARIABLE, RECOMPILE_LIMIT, BlockPlan, SpeedLevers, apply_speed_levers,
+                            block_plans, configure_cuda_allocator)
 
 LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
           SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1),
           SpeedLevers(keep_attention_blocks=2, offload_blocks=1),
-          SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=2, offload_blocks=1)]
+          SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=2, offload_blocks=1),
+          SpeedLevers(keep_ffn_blocks=1), SpeedLevers(keep_ffn_blocks=2, keep_attention_blocks=2, offload_blocks=1)]
 
 # one block, d = 4, FFN 8, 2 video tokens (5 frames of 16x16 -> latents 2x2x2 -> patches 2x1x1), 3 image tokens
 TINY = dict(num_attention_heads=1, attention_head_dim=4, ffn_dim=8, num_layers=1, patch_size=(1, 2, 2),
@@ -72,6 +73,9 @@ def test_step_flops_equal_a_hand_count_for_a_tiny_config():
     stored = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
                               targets=CROSS_ATTENTION_TARGETS, uncheckpointed_blocks=1)
     assert (stored.model, stored.recompute, stored.kernel_recompute) == (got.model, 0, got.kernel_recompute)
+    ffn = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
+                           targets=CROSS_ATTENTION_TARGETS, keep_ffn_blocks=1, keep_attention_blocks=1)
+    assert (ffn.model, ffn.recompute) == (got.model, 66688 - 64 - 128 - 128)  # nor the FFN's up and down products
     two = flops.step_flops(TINY, frames=5, height=16, width=16, image_tokens=3, rank=1,
                            targets=CROSS_ATTENTION_TARGETS, batch=2, checkpointing="none")
     assert (two.model, two.recompute) == (2 * got.model, 0)
@@ -127,7 +131,8 @@ def _backward(transformer) -> None:
 
 
 @pytest.mark.parametrize("levers", LEVERS, ids=lambda lev: f"{lev.checkpointing}-k{lev.keep_attention_blocks}"
-                                                            f"-o{lev.offload_blocks}-j{lev.uncheckpointed_blocks}")
+                                                            f"-o{lev.offload_blocks}-j{lev.uncheckpointed_blocks}"
+                                                            f"-f{lev.keep_ffn_blocks}")
 def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_transformer, levers):
     # the CPU's fused SDPA op is not in torch's table: count it with torch's own SDPA formulas (the backward
     # formula includes the QKᵀ recompute of fused kernels, so the counter sees hardware FLOPs)
@@ -143,7 +148,8 @@ def test_step_flops_equal_torch_flop_counter_on_the_smoke_transformer(smoke_tran
     expected = flops.step_flops(models.transformer_config("smoke"), frames=5, height=32, width=32,
                                 image_tokens=image_tokens("smoke"), rank=8, targets=CROSS_ATTENTION_TARGETS,
                                 checkpointing=levers.checkpointing, keep_attention_blocks=levers.keep_attention_blocks,
-                                uncheckpointed_blocks=levers.uncheckpointed_blocks)
+                                uncheckpointed_blocks=levers.uncheckpointed_blocks,
+                                keep_ffn_blocks=levers.keep_ffn_blocks)
     assert counter.get_total_flops() == expected.hardware
 
 
@@ -161,10 +167,12 @@ def test_speed_levers_leave_the_gradients_unchanged(smoke_transformer):
 
 @pytest.mark.slow  # about 80 s of inductor compilation on one CPU core: `make test-slow`
 def test_compiled_blocks_with_kept_attention_leave_the_gradients_unchanged():
-    # compiled code reuses an attention output's buffer once it is dead: a kept output must be a copy
+    # compiled code reuses an attention output's buffer once it is dead: a kept output must be a copy; a kept
+    # FFN breaks the compiled block's graph in two (block 0 keeps its FFN, block 1 runs it compiled)
     transformer = _smoke_transformer()
     reference = _grads(transformer, SpeedLevers(checkpointing="none"))
-    got = _grads(transformer, SpeedLevers(keep_attention_blocks=2, offload_blocks=1, compile_blocks=True))
+    got = _grads(transformer, SpeedLevers(keep_attention_blocks=2, offload_blocks=1, keep_ffn_blocks=1,
+                                          compile_blocks=True))
     assert got.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(got[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -179,16 +187,26 @@ def test_attention_backend_is_set_for_every_case(smoke_transformer):
 
 
 def test_lever_validation_and_block_assignment():
-    assert block_strategies(5, SpeedLevers(keep_attention_blocks=2, offload_blocks=1)) == [
-        "keep_attention", "keep_attention", "full", "full", "offload"]
-    assert block_strategies(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2)) == [
-        "keep_attention", "offload_keep_attention", "offload"]
-    assert block_strategies(4, SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=4, offload_blocks=2)) == [
-        "none", "keep_attention", "offload_keep_attention", "offload_keep_attention"]
+    attention, offload, both = BlockPlan(keep_attention=True), BlockPlan(offload=True), BlockPlan(True, True, False, True)
+    assert block_plans(5, SpeedLevers(keep_attention_blocks=2, offload_blocks=1)) == [
+        attention, attention, BlockPlan(), BlockPlan(), offload]
+    assert block_plans(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2)) == [attention, both, offload]
+    assert block_plans(4, SpeedLevers(uncheckpointed_blocks=1, keep_attention_blocks=4, offload_blocks=2)) == [
+        BlockPlan(checkpointed=False), attention, both, both]
+    assert block_plans(3, SpeedLevers(uncheckpointed_blocks=1, keep_ffn_blocks=2, offload_blocks=1)) == [
+        BlockPlan(checkpointed=False), BlockPlan(keep_ffn=True), offload]
     with pytest.raises(ValueError, match="has 3 blocks"):
-        block_strategies(3, SpeedLevers(offload_blocks=4))
+        block_plans(3, SpeedLevers(offload_blocks=4))
+    with pytest.raises(ValueError, match="has 3 blocks"):
+        block_plans(3, SpeedLevers(keep_ffn_blocks=4))
     with pytest.raises(ValueError, match="both offloaded and uncheckpointed"):
-        block_strategies(3, SpeedLevers(uncheckpointed_blocks=2, offload_blocks=2))
+        block_plans(3, SpeedLevers(uncheckpointed_blocks=2, offload_blocks=2))
+    with pytest.raises(ValueError, match="checkpointing='full'"):
+        SpeedLevers(checkpointing="none", keep_ffn_blocks=1)
+    with pytest.raises(ValueError, match="fp8_base"):
+        SpeedLevers(keep_ffn_blocks=1, fp8_base=True)
+    with pytest.raises(ValueError, match=">= 0"):
+        SpeedLevers(keep_ffn_blocks=-1)
     with pytest.raises(ValueError, match="checkpointing='full'"):
         SpeedLevers(checkpointing="none", offload_blocks=1)
     with pytest.raises(ValueError, match="checkpointing='full'"):

@@ -61,6 +61,12 @@ def test_out_of_range_and_bad_frame_count_are_rejected(tmp_path: Path):
         load_config(_write(tmp_path, lambda r: r["train"].update(uncheckpointed_blocks=-1)), "full")
     with pytest.raises(ConfigError, match=r"train\.keep_attention_blocks.*gradient_checkpointing"):
         load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False)), "full")
+    with pytest.raises(ConfigError, match=r"train\.keep_ffn_blocks.*gradient_checkpointing"):
+        load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False, keep_attention_blocks=0,
+                                                                   offload_blocks=0, keep_ffn_blocks=2)), "full")
+    with pytest.raises(ConfigError, match=r"lora\.targets.*attention layers only"):
+        load_config(_write(tmp_path, lambda r: (r["train"].update(keep_ffn_blocks=2),
+                                                r["lora"].update(targets=["attn1.to_q", "ffn.net.2"]))), "full")
 
 
 def test_missing_key_is_rejected(tmp_path: Path):

@@ -24,9 +24,10 @@ self-attention, the text/image K/V projections and all embedders get no backward
 whose q, k or v requires a gradient costs 2x its forward (dQ, dK, dV, dP: four products).
 
 Two extra terms are hardware work, not model work: `recompute`, the forward that activation checkpointing
-redoes in the backward (the whole block, or the block without its self-attention core where that output
-is kept), and `kernel_recompute`, the QK^T that fused attention kernels (flash, cuDNN, efficient)
-recompute inside their backward instead of storing the N x N scores. MFU uses `model`
+redoes in the backward (the whole block, less its self-attention core where that output is kept and
+less its FFN where the FFN's pre-activation is kept), and `kernel_recompute`, the QK^T that fused
+attention kernels (flash, cuDNN, efficient) recompute inside their backward instead of storing the
+N x N scores. MFU uses `model`
 (forward + backward); HFU uses `hardware` (model + both recomputes).
 """
 from __future__ import annotations
@@ -90,13 +91,14 @@ def _attention(q_tokens: int, kv_tokens: int, width: int) -> int:
 
 def step_flops(config: dict, *, frames: int, height: int, width: int, image_tokens: int, rank: int,
                targets: list[str], batch: int = 1, checkpointing: str = "full",
-               keep_attention_blocks: int = 0, uncheckpointed_blocks: int = 0) -> StepFlops:
+               keep_attention_blocks: int = 0, uncheckpointed_blocks: int = 0, keep_ffn_blocks: int = 0) -> StepFlops:
     """FLOPs of one LoRA step of a `WanTransformer3DModel(**config)` on `batch` clips of frames x height x width.
 
     `targets`: LoRA module names inside a block (e.g. "attn2.to_q"); `checkpointing`: "none" or "full"
     (every block recomputed in the backward), with the self-attention output of the first
-    `keep_attention_blocks` blocks kept instead of recomputed (selective checkpointing), and the first
-    `uncheckpointed_blocks` blocks not recomputed at all. Every term is
+    `keep_attention_blocks` blocks kept instead of recomputed (selective checkpointing), the FFN of the
+    first `keep_ffn_blocks` not recomputed (its pre-activation kept), and the first `uncheckpointed_blocks`
+    blocks not recomputed at all. Every term is
     linear in the batch: samples do not attend to each other.
     """
     if checkpointing not in CHECKPOINTING:
@@ -160,12 +162,14 @@ def step_flops(config: dict, *, frames: int, height: int, width: int, image_toke
         down = linear("ffn.net.2", up[2])
         parts += [up[:2], down[:2]]
         hidden_grad = hidden_grad or down[2]
+        ffn = up[0] + down[0]
 
         block_fwd = sum(f for f, _ in parts)
         forward += block_fwd
         backward += sum(b for _, b in parts)
         if checkpointing == "full" and block >= uncheckpointed_blocks:
-            recompute += block_fwd - (self_core if block < keep_attention_blocks else 0)
+            recompute += (block_fwd - (self_core if block < keep_attention_blocks else 0)
+                          - (ffn if block < keep_ffn_blocks else 0))
 
     p_t, p_h, p_w = config["patch_size"]
     patch = _mm(n, config["in_channels"] * p_t * p_h * p_w, d)

@@ -25,8 +25,8 @@ from cinelora.models import transformer_config
 from cinelora.speed import FA4, SpeedLevers
 
 STEP_COLUMNS = ("device", "architecture", "case", "frames", "height", "width", "attention_backend",
-                "checkpointing", "keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "compile_blocks",
-                "fp8_base", "metric", "value")
+                "checkpointing", "keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks",
+                "compile_blocks", "fp8_base", "metric", "value")
 CONFIGURATION_COLUMNS = ("device", "architecture", "frames", "height", "width", "stage", "seconds")
 CONFIGURATION, ATTENTION = "configuration", "attention"  # case names that select these stages
 
@@ -100,6 +100,12 @@ PLANS: dict[str, Plan] = {
               uncheckpointed_blocks=2, keep_attention_blocks=40, offload_blocks=38),
         _case("compile_nockpt4_keepattn40_offload36_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
               uncheckpointed_blocks=4, keep_attention_blocks=40, offload_blocks=36),
+        # the first n blocks keep their FFN pre-activation (on the GPU): the recompute skips the FFN's products
+        # (their FFN stays a graph break of the compiled block, so after every other compiled case)
+        *(_case(f"compile_keepffn{n}_keepattn40_offload40_fa4_{p}p", size, steps, attention_backend=FA4,
+                compile_blocks=True, keep_ffn_blocks=n, keep_attention_blocks=40, offload_blocks=40)
+          for p, size, steps, counts in ((480, P480, 3, (32, 40)), (720, P720, 2, (12, 32, 36, 40)))
+          for n in counts),
         # fp8 frozen linears (irreversible, so last)
         _case("compile_keepattn_fp8_480p", P480, 3, compile_blocks=True, keep_attention_blocks=40, fp8_base=True),
         _case("compile_keepattn40_offload24_fp8_720p", P720, 2, compile_blocks=True, keep_attention_blocks=40,
@@ -112,6 +118,8 @@ PLANS: dict[str, Plan] = {
         _case("no_checkpointing", (5, 32, 32), 2, checkpointing="none"),
         _case("keepattn1_offload1", (5, 32, 32), 2, keep_attention_blocks=1, offload_blocks=1),
         _case("nockpt1_keepattn2_offload1", (5, 32, 32), 2, uncheckpointed_blocks=1, keep_attention_blocks=2,
+              offload_blocks=1),
+        _case("keepffn2_keepattn2_offload1", (5, 32, 32), 2, keep_ffn_blocks=2, keep_attention_blocks=2,
               offload_blocks=1),
         _case("keepattn2_offload1_fp8", (5, 32, 32), 2, keep_attention_blocks=2, offload_blocks=1, fp8_base=True),
     ), configuration=(5, 32, 32), device="cpu"),
@@ -137,7 +145,7 @@ def step_rows(device: str, architecture: str, case: BenchCase, figures: dict) ->
            "height": case.height, "width": case.width, "attention_backend": lev.attention_backend,
            "checkpointing": lev.checkpointing, "keep_attention_blocks": lev.keep_attention_blocks,
            "offload_blocks": lev.offload_blocks, "uncheckpointed_blocks": lev.uncheckpointed_blocks,
-           "compile_blocks": int(lev.compile_blocks),
+           "keep_ffn_blocks": lev.keep_ffn_blocks, "compile_blocks": int(lev.compile_blocks),
            "fp8_base": int(lev.fp8_base)}
     return [dict(key, metric=m, value=float(v)) for m, v in figures.items() if m != "message"]
 

@@ -92,7 +92,7 @@ def _case_flops(architecture: str, case: BenchCase, lora_cfg: LoraConfig) -> Ste
                       width=case.width, image_tokens=image_tokens(architecture), rank=lora_cfg.rank,
                       targets=lora_cfg.targets, checkpointing=lev.checkpointing,
                       keep_attention_blocks=lev.keep_attention_blocks,
-                      uncheckpointed_blocks=lev.uncheckpointed_blocks)
+                      uncheckpointed_blocks=lev.uncheckpointed_blocks, keep_ffn_blocks=lev.keep_ffn_blocks)
 
 
 class StepBench:
