@@ -49,6 +49,7 @@ that keeps the kernel's output buffer itself, which compiled blocks reuse, and g
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import types
@@ -70,6 +71,7 @@ ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for FlashAttention-4 (cinelora/fa4.py)
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", FA4)
 CHECKPOINTING = ("none", "full")
+BLOCKS_IN_FLIGHT = 2  # offloaded blocks the CPU may queue ahead of the GPU (`_throttle`)
 RECOMPILE_LIMIT = 64  # compiled variants of the block code before torch.compile gives up (torch's default: 8)
 
 # The fused SDPA ops autograd sees; `_AttentionTape` keeps their outputs (out, logsumexp, seeds) for kept attention.
@@ -154,6 +156,21 @@ def _stash(tensor: torch.Tensor, offload: bool) -> torch.Tensor | _Host:
         host.copy_(tensor, non_blocking=True)
     tensor.record_stream(stream)  # the allocator must not reuse its memory before the copy has read it
     return _Host(host)
+
+
+_in_flight: collections.deque = collections.deque()  # compute-stream events, one per offloaded block queued
+
+
+def _throttle(device: torch.device) -> None:
+    """Keep the CPU at most `BLOCKS_IN_FLIGHT` offloaded blocks ahead of the GPU.
+
+    The allocator reuses a tensor an offload copy reads only once the copy stream has passed it
+    (`record_stream`); a CPU that queues the whole forward ahead of the GPU thus keeps every block's input
+    reserved: 28 GiB at 720p, 12 GiB at 480p (reserved against allocated, runs h200-c and h100-l).
+    """
+    _in_flight.append(torch.cuda.current_stream(device).record_event())
+    while len(_in_flight) > BLOCKS_IN_FLIGHT:
+        _in_flight.popleft().synchronize()
 
 
 def _log_sumexp_index(op: torch._ops.OpOverload) -> int | None:
@@ -302,8 +319,10 @@ class _BlockCheckpoint(torch.autograd.Function):
         with _AttentionTape(ctx.tape, True, plan.offload) if plan.keep_attention else contextlib.nullcontext(), \
                 ctx.ffn.active(recording=True) if ctx.ffn else contextlib.nullcontext():
             out = block(hidden, *rest)
-        if plan.offload:
+        ctx.throttle = plan.offload and hidden.is_cuda
+        if ctx.throttle:
             _pending.append(weakref.ref(ctx))
+            _throttle(ctx.device)
         return out
 
     @staticmethod
@@ -330,6 +349,8 @@ class _BlockCheckpoint(torch.autograd.Function):
         torch.autograd.backward(out, grad_out)
         grads = [hidden.grad] + [r.grad if isinstance(r, torch.Tensor) else None for r in rest]
         ctx.kept = ctx.tape = ctx.fetched = ctx.ffn = None  # done: pinned buffers go back to torch's host cache
+        if ctx.throttle:
+            _throttle(ctx.device)
         return (None, None, None, *grads, *([None] * ctx.n_params))
 
 
