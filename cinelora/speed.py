@@ -25,9 +25,19 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   against 9.10 s (1.503x) for none; 6 blocks 9.02 s with 78 GiB reserved (run h100-m), 8 out of memory.
   At 720p: on an H200 (run h200-c) 4 blocks 34.98 s, 95.1 GiB, against 35.28 s for none; on the H100 2
   blocks reserve 78 GiB and took 36.0 s (run h100-m; 35.0 s for none in run h100-j), so 0 at 720p.
+- `keep_ffn_blocks`: the first n checkpointed blocks keep their FFN pre-activation h = x W1 + b1 (N x 13,824
+  bf16 on the GPU: 1.95 GiB a block at 720p), so their recompute skips the FFN's two products (a third of
+  the block's linear FLOPs) and its backward runs from h (`_FeedForwardReplay`). Exact where only attention
+  layers train (checked: `check_keep_ffn`). At 720p on an H200, with FA4, compiled blocks, kept attention
+  and all 40 offloaded (run h200-f): 40 blocks 33.96 s, MFU 52.3%, 128.1 GiB, 1.507x the baseline of the
+  run (51.18 s) against 35.16 s (1.456x, 49.5 GiB) for none: 30 ms a block (run h200-e: 40 blocks 33.95 s,
+  1.509x; 36 blocks 34.66 s median, 34.10 s fastest step, 120.3 GiB). On an 80 GB GPU at most about 10
+  blocks fit at 720p (not measured), so the `full` profile keeps 0.
 - `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
   they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
-  prefetched one block ahead, in the backward. At 720x1280x81, compiled, kept attention in all 40 blocks:
+  prefetched one block ahead, in the backward; the CPU queues at most two offloaded blocks ahead of the
+  GPU (`_throttle`), which cut the memory reserved at 720p from 78.0 to 56.2 GiB (49.5 allocated) at the
+  same speed (runs h200-c, h200-f). At 720x1280x81, compiled, kept attention in all 40 blocks:
   24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
   all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB); on an H200 35.28 s, MFU 50.3%,
   1.459x the baseline of the same run (51.46 s, 82.2 GiB; run h200-c). The copies hide behind compute:
@@ -72,6 +82,7 @@ FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for 
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", FA4)
 CHECKPOINTING = ("none", "full")
 BLOCKS_IN_FLIGHT = 2  # offloaded blocks the CPU may queue ahead of the GPU (`_throttle`)
+_BLOCK_COUNTS = ("keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks")
 RECOMPILE_LIMIT = 64  # compiled variants of the block code before torch.compile gives up (torch's default: 8)
 
 # The fused SDPA ops autograd sees; `_AttentionTape` keeps their outputs (out, logsumexp, seeds) for kept attention.
@@ -111,9 +122,6 @@ class SpeedLevers:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-_BLOCK_COUNTS = ("keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks")
 
 
 @dataclass(frozen=True)
@@ -243,7 +251,7 @@ class _FeedForwardReplay(torch.autograd.Function):
     """The FFN of a block's recompute, from its kept pre-activation h. Backward: the input gradient through
     the frozen FFN, ((g W2) * gelu'(h)) W1, the products autograd would run. Forward: no products; it returns
     NaN, because nothing the backward reads depends on the value (the block adds it to its output, gated by
-    a modulation that gets no gradient: `check_keep_ffn`), and any use of it would show as a NaN loss."""
+    a modulation that gets no gradient: `check_keep_ffn`), and any use of it would turn the gradients NaN."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, kept: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
@@ -280,18 +288,18 @@ def check_keep_ffn(transformer: WanTransformer3DModel) -> None:
     """Raise ValueError unless skipping the FFN's forward in the recompute is exact for `transformer`: the
     FFN is Wan's (linear, tanh-GELU, dropout 0, linear) and every trainable parameter sits in a block's
     attention, so the FFN's weights, its output's gate (modulation and time embedding) need no gradient."""
-    ffn = transformer.blocks[0].ffn
-    net = getattr(ffn, "net", [])
-    if not (isinstance(ffn, FeedForward) and len(net) == 3 and isinstance(getattr(net[0], "proj", None),
-            torch.nn.Linear) and isinstance(net[1], torch.nn.Dropout) and net[1].p == 0
-            and isinstance(net[2], torch.nn.Linear)):
-        raise ValueError("keep_ffn_blocks needs Wan's FFN (Linear, GELU, Dropout(0), Linear) with frozen "
-                         f"linears; blocks[0].ffn is {ffn}")
     trained = [n for n, p in transformer.named_parameters() if p.requires_grad
                and not (n.startswith("blocks.") and (".attn1." in n or ".attn2." in n))]
     if trained:
         raise ValueError(f"keep_ffn_blocks needs every trained parameter inside the blocks' attention (LoRA "
                          f"targets attn1.* / attn2.*); these are outside: {trained[:4]}")
+    ffn = transformer.blocks[0].ffn
+    net = getattr(ffn, "net", [])
+    if not (isinstance(ffn, FeedForward) and len(net) == 3 and isinstance(getattr(net[0], "proj", None),
+            torch.nn.Linear) and isinstance(net[1], torch.nn.Dropout) and net[1].p == 0
+            and isinstance(net[2], torch.nn.Linear)):
+        raise ValueError(f"keep_ffn_blocks needs Wan's FFN (Linear, GELU, Dropout(0), Linear); blocks[0].ffn "
+                         f"is {ffn}")
 
 
 class _BlockCheckpoint(torch.autograd.Function):
@@ -427,8 +435,9 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
 
     Compilation, fp8 and kept FFNs cannot be undone: once compiled or converted, the blocks stay so whatever
     a later call says (a kept FFN's forward stays a graph break of the compiled block, and runs as usual
-    where its block does not keep it). Attach the LoRA first: fp8 converts the frozen linears that exist at the call. FA4 is
-    process-wide: torch's flash kernel from an "fa4" call to the next call with another backend.
+    where its block does not keep it). Attach the LoRA first: fp8 converts the frozen linears that exist at
+    the call, and kept FFNs check that only attention layers train. FA4 is process-wide: torch's flash
+    kernel from an "fa4" call to the next call with another backend.
     """
     backend = levers.attention_backend
     if backend == FA4:
@@ -462,5 +471,5 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         transformer.compile_repeated_blocks(dynamic=False)
 
 
-__all__ = ["SpeedLevers", "BlockPlan", "apply_speed_levers", "block_plans", "check_keep_ffn", "configure_cuda_allocator", "ALLOCATOR_VARIABLE",
-           "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4", "RECOMPILE_LIMIT"]
+__all__ = ["SpeedLevers", "BlockPlan", "apply_speed_levers", "block_plans", "check_keep_ffn",
+           "configure_cuda_allocator", "ALLOCATOR_VARIABLE", "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4", "RECOMPILE_LIMIT"]

@@ -187,7 +187,8 @@ def test_attention_backend_is_set_for_every_case(smoke_transformer):
 
 
 def test_lever_validation_and_block_assignment():
-    attention, offload, both = BlockPlan(keep_attention=True), BlockPlan(offload=True), BlockPlan(True, True, False, True)
+    attention, offload = BlockPlan(keep_attention=True), BlockPlan(offload=True)
+    both = BlockPlan(keep_attention=True, offload=True)
     assert block_plans(5, SpeedLevers(keep_attention_blocks=2, offload_blocks=1)) == [
         attention, attention, BlockPlan(), BlockPlan(), offload]
     assert block_plans(3, SpeedLevers(keep_attention_blocks=2, offload_blocks=2)) == [attention, both, offload]
@@ -213,6 +214,18 @@ def test_lever_validation_and_block_assignment():
         SpeedLevers(checkpointing="none", uncheckpointed_blocks=1)
     with pytest.raises(ValueError, match="attention_backend"):
         SpeedLevers(attention_backend="flash_hub")
+
+
+def test_kept_ffn_is_refused_where_its_recompute_would_not_be_exact():
+    transformer = models.build_transformer("smoke", torch.float32, torch.device("cpu"), seed=0)
+    lora.attach_lora(transformer, LoraConfig(targets=["attn1.to_q", "ffn.net.2"]))
+    with pytest.raises(ValueError, match=r"inside the blocks' attention.*ffn\.net\.2"):
+        apply_speed_levers(transformer, SpeedLevers(keep_ffn_blocks=1))
+    for p in transformer.parameters():
+        p.requires_grad_(False)
+    transformer.condition_embedder.time_proj.weight.requires_grad_(True)  # the FFN's gate depends on it
+    with pytest.raises(ValueError, match="condition_embedder.time_proj.weight"):
+        apply_speed_levers(transformer, SpeedLevers(keep_ffn_blocks=1))
 
 
 def test_cuda_allocator_uses_expandable_segments_unless_the_user_chose(monkeypatch):

@@ -353,6 +353,20 @@ def test_numbers_of_metric_robustness_take_the_most_real_profile():
     assert values["MetricProfile"] == "proxy" and values["TwoAfcPgdEps"] == "8"
     assert values["TwoAfcPgdRlpips"] == rf"\ensuremath{{{proxy.mean() * 100:.1f}}}"
 
+def test_true_size_numbers_quote_the_baseline_device_only():
+    def rows(device: str, case: str, height: int, seconds: float) -> list[dict]:
+        key = {"device": device, "architecture": "wan2.1-i2v-14b", "case": case, "frames": "81", "height": str(height),
+               "width": str(height * 16 // 9)}
+        return [dict(key, metric="s_per_step_median", value=str(seconds)),
+                dict(key, metric="peak_allocated_gib", value="50.0")]
+    steps = {Path("results/bench/steps_a.csv"): rows("NVIDIA H100", "baseline_480p", 480, 13.6)
+             + rows("NVIDIA H100", "fast_720p", 720, 35.0),
+             Path("results/bench/steps_b.csv"): rows("NVIDIA H200", "faster_720p", 720, 34.0)}
+    values = {m.name: m.value for m in numbers.compute_macros(table4.ComputeInputs(steps, {}, {}))}
+    assert values["TrueSizeDevice"] == "H100"
+    assert (values["TrueSizeBestCase"], values["TrueSizeBestSeconds"]) == (r"\texttt{fast\_720p}", r"\ensuremath{35.0}")
+
+
 def test_numbers_without_results_define_every_macro_as_not_available(metrics):
     full = numbers.make_numbers(metrics, numbers.read_summaries(RESULTS), table4.read_compute(RESULTS),
                                 numbers.figure_inputs(RESULTS), Path("results"))
