@@ -347,12 +347,14 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
     if not cfg.lora.targets:
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "at least one module name")
+    from cinelora.speed import SpeedLevers  # torch and diffusers: imported only where a generator config is checked
+    try:
+        SpeedLevers.from_train(cfg.train)
+    except ValueError as e:
+        raise ConfigError(source, "train", "its speed levers", str(e)) from None
     if cfg.train.keep_ffn_blocks and not all(t.startswith(("attn1.", "attn2.")) for t in cfg.lora.targets):
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "attention layers only (attn1.* / attn2.*) "
                           "with train.keep_ffn_blocks > 0 (its recompute computes no FFN or modulation gradient)")
-    if cfg.train.keep_ffn_blocks and cfg.train.fp8_base:
-        raise ConfigError(source, "train.keep_ffn_blocks", cfg.train.keep_ffn_blocks, "0 with train.fp8_base "
-                          "(the kept FFN's backward multiplies with the bf16 weights)")
     if (cfg.train.stage == "two_stage") != (cfg.train.style_steps > 0):
         raise ConfigError(source, "train.style_steps", cfg.train.style_steps,
                           "> 0 exactly when train.stage is two_stage")

@@ -25,9 +25,9 @@ the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; res
   against 9.10 s (1.503x) for none; 6 blocks 9.02 s with 78 GiB reserved (run h100-m), 8 out of memory.
   At 720p: on an H200 (run h200-c) 4 blocks 34.98 s, 95.1 GiB, against 35.28 s for none; on the H100 2
   blocks reserve 78 GiB and took 36.0 s (run h100-m; 35.0 s for none in run h100-j), so 0 at 720p.
-- `keep_ffn_blocks`: the first n checkpointed blocks keep their FFN pre-activation h = x W1 + b1 (N x 13,824
-  bf16 on the GPU: 1.95 GiB a block at 720p), so their recompute skips the FFN's two products (a third of
-  the block's linear FLOPs) and its backward runs from h (`_FeedForwardReplay`). Exact where only attention
+- `keep_ffn_blocks`: the first n blocks (where checkpointed) keep their FFN pre-activation h = x W1 + b1
+  (N x 13,824 bf16 on the GPU: 1.95 GiB a block at 720p), so their recompute skips the FFN's two products
+  (47% of the block's linear FLOPs) and its backward runs from h (`_FeedForwardReplay`). Exact where only attention
   layers train (checked: `check_keep_ffn`). At 720p on an H200, with FA4, compiled blocks, kept attention
   and all 40 offloaded (run h200-f): 40 blocks 33.96 s, MFU 52.3%, 128.1 GiB, 1.507x the baseline of the
   run (51.18 s) against 35.16 s (1.456x, 49.5 GiB) for none: 30 ms a block (run h200-e: 40 blocks 33.95 s,
@@ -76,6 +76,7 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import checkpoint
 
 from cinelora import fa4, fp8
+from cinelora.config import TrainConfig
 
 ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for FlashAttention-4 (cinelora/fa4.py)
@@ -122,6 +123,15 @@ class SpeedLevers:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_train(cls, train: TrainConfig) -> SpeedLevers:
+        """The levers a config's `train` section asks for (ValueError where they do not go together)."""
+        return cls(attention_backend=train.attention_backend,
+                   checkpointing="full" if train.gradient_checkpointing else "none",
+                   keep_attention_blocks=train.keep_attention_blocks, offload_blocks=train.offload_blocks,
+                   uncheckpointed_blocks=train.uncheckpointed_blocks, keep_ffn_blocks=train.keep_ffn_blocks,
+                   compile_blocks=train.compile_blocks, fp8_base=train.fp8_base)
 
 
 @dataclass(frozen=True)
@@ -393,8 +403,8 @@ def _prefetch_next() -> None:
 
 
 def block_plans(num_blocks: int, levers: SpeedLevers) -> list[BlockPlan]:
-    """Per block: the first j not checkpointed; of the others, the first k keep their attention outputs,
-    the first n their FFN pre-activation, and the last m offload."""
+    """Per block: the first j not checkpointed; of the others, those among the first k keep their attention
+    outputs, those among the first n their FFN pre-activation, and the last m offload."""
     k, m, j, n = (levers.keep_attention_blocks, levers.offload_blocks, levers.uncheckpointed_blocks,
                   levers.keep_ffn_blocks)
     if max(k, m, n) > num_blocks or j + m > num_blocks:
@@ -472,4 +482,5 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
 
 
 __all__ = ["SpeedLevers", "BlockPlan", "apply_speed_levers", "block_plans", "check_keep_ffn",
-           "configure_cuda_allocator", "ALLOCATOR_VARIABLE", "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4", "RECOMPILE_LIMIT"]
+           "configure_cuda_allocator", "ALLOCATOR_VARIABLE", "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4",
+           "RECOMPILE_LIMIT"]

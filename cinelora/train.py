@@ -230,11 +230,7 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
         for name in frozen:
             _freeze_adapter(transformer, name)
     collate = _collate_black_condition if adapter == "style" else _collate
-    speed.apply_speed_levers(transformer, speed.SpeedLevers(
-        attention_backend=tc.attention_backend, checkpointing="full" if tc.gradient_checkpointing else "none",
-        keep_attention_blocks=tc.keep_attention_blocks, offload_blocks=tc.offload_blocks,
-        uncheckpointed_blocks=tc.uncheckpointed_blocks, keep_ffn_blocks=tc.keep_ffn_blocks,
-        compile_blocks=tc.compile_blocks, fp8_base=tc.fp8_base))
+    speed.apply_speed_levers(transformer, speed.SpeedLevers.from_train(tc))
     group = enable_context_parallel(transformer, layout) if layout.degree > 1 else None
     optimizer = torch.optim.AdamW(lora.lora_parameters(transformer), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)

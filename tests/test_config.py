@@ -64,6 +64,11 @@ def test_out_of_range_and_bad_frame_count_are_rejected(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"train\.keep_ffn_blocks.*gradient_checkpointing"):
         load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False, keep_attention_blocks=0,
                                                                    offload_blocks=0, keep_ffn_blocks=2)), "full")
+    with pytest.raises(ConfigError, match=r"'train'.*fp8_base with attention_backend 'fa4'"):
+        load_config(_write(tmp_path, lambda r: r["train"].update(fp8_base=True)), "full")  # full: fa4
+    with pytest.raises(ConfigError, match=r"'train'.*keep_ffn_blocks.*fp8_base"):
+        load_config(_write(tmp_path, lambda r: r["train"].update(keep_ffn_blocks=2, fp8_base=True,
+                                                                   attention_backend="native")), "full")
     with pytest.raises(ConfigError, match=r"lora\.targets.*attention layers only"):
         load_config(_write(tmp_path, lambda r: (r["train"].update(keep_ffn_blocks=2),
                                                 r["lora"].update(targets=["attn1.to_q", "ffn.net.2"]))), "full")

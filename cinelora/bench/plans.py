@@ -101,7 +101,7 @@ PLANS: dict[str, Plan] = {
         _case("compile_nockpt4_keepattn40_offload36_fa4_720p", P720, 2, attention_backend=FA4, compile_blocks=True,
               uncheckpointed_blocks=4, keep_attention_blocks=40, offload_blocks=36),
         # the first n blocks keep their FFN pre-activation (on the GPU): the recompute skips the FFN's products
-        # (their FFN stays a graph break of the compiled block, so after every other compiled case)
+        # (their FFN stays a graph break of the compiled block, so after the other compiled cases but fp8's)
         *(_case(f"compile_keepffn{n}_keepattn40_offload40_fa4_{p}p", size, steps, attention_backend=FA4,
                 compile_blocks=True, keep_ffn_blocks=n, keep_attention_blocks=40, offload_blocks=40)
           for p, size, steps, counts in ((480, P480, 3, (32, 40)), (720, P720, 2, (12, 32, 36, 40)))
