@@ -10,16 +10,19 @@ export SOURCE_DATE_EPOCH := 0
 export PYTHONHASHSEED := 0
 TEXLIVE := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
 
-# Experiments in dependency order: the R-LPIPS metric (its heads feed the perceptual runs), the study's methods
-# (METHODS of cinelora/report/table2.py; a test keeps them equal), then the ablations.
-METHODS     := base lora_r8 lpips_r8 robust_lpips_r8
-ABLATIONS   := robust_lpips_r4 robust_lpips_r16 robust_lpips_r8_eps1 robust_lpips_r8_eps2 robust_lpips_r8_eps4 \
-               robust_lpips_r8_eps8 robust_lpips_r8_noadv adv_only_r8 robust_lpips_r8_noearlystop two_stage_r8
-EXPERIMENTS := rlpips_metric $(METHODS) $(ABLATIONS)
-CURVES      := $(METHODS) robust_lpips_r8_noearlystop  # figures.CURVE_EXPERIMENTS
+# The study's experiments, read from their one home, cinelora/study.py (the system python3: no venv needed):
+# Table 2's methods, the ablations, all of them in dependency order, and the runs the training curves show.
+METHODS     := $(shell python3 -m cinelora.study methods)
+ABLATIONS   := $(shell python3 -m cinelora.study ablations)
+EXPERIMENTS := $(shell python3 -m cinelora.study experiments)
+CURVES      := $(shell python3 -m cinelora.study curve_experiments)
+ifeq ($(and $(METHODS),$(ABLATIONS),$(EXPERIMENTS),$(CURVES)),)
+$(error python3 -m cinelora.study printed no list: run make from the repository root)
+endif
 
-# Output root: `make check` points it at a temporary folder.
+# Output roots: `make check` points them at a temporary folder.
 PAPER := paper
+DOCS  := docs
 
 # What the report reads: results/ only.
 METRICS        := $(sort $(wildcard results/*/*/metrics.csv))
@@ -27,6 +30,9 @@ CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
 RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json))
 BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv))
 BENCH_PROV     := $(sort $(wildcard results/bench/provenance_*.json))
+BENCH_DOC      := $(sort $(wildcard results/bench/steps_*.csv results/bench/withdrawn.csv results/bench/provenance_*.json \
+                    results/bench/attention_*.csv results/bench/terms_*.csv))
+HARDWARE       := $(sort $(wildcard configs/hardware/*.yaml))
 METHOD_RUNS    := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/train_log.jsonl \
                     results/$(e)/*/provenance.json results/$(e)/*/config.resolved.yaml)))
 METHOD_SUMMARIES := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/train_summary.json)))
@@ -36,7 +42,7 @@ SAMPLES        := $(sort $(foreach e,$(METHODS),$(wildcard results/$(e)/*/sample
 
 # The report code each output runs (besides its own module).
 R   := cinelora/report
-LIB := $(R)/__init__.py cinelora/results.py cinelora/stats.py cinelora/config.py
+LIB := $(R)/__init__.py cinelora/study.py cinelora/results.py cinelora/atomic.py cinelora/stats.py cinelora/config.py
 FIG := $(R)/figures.py $(R)/figures_metric.py $(R)/table1.py $(R)/table2.py $(LIB)
 
 TABLES  := $(PAPER)/tables/table1.tex $(PAPER)/tables/table2.tex $(PAPER)/tables/table3.tex $(PAPER)/tables/table4.tex
@@ -44,8 +50,9 @@ FIGURES := $(foreach f,metric_vs_eps frame_strips training_curves domain_bars,\
              $(PAPER)/figures/$(f).pdf $(PAPER)/figures/$(f).png)
 NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
+PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports paper check clean-runs
+.PHONY: help setup test test-slow smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -71,14 +78,14 @@ smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependenc
 	done
 
 BENCH_LABEL ?= gpu
-bench: $(STAMP)  ## true-size 14B LoRA step benchmark on one CUDA GPU -> results/bench/*_$(BENCH_LABEL).* (~20 min on an H100)
-	$(PY) -m cinelora bench --plan full --label $(BENCH_LABEL)
+bench: $(STAMP)  ## true-size 14B LoRA step benchmark on one CUDA GPU -> results/bench/*_$(BENCH_LABEL).*
+	$(PY) -m bench --plan full --label $(BENCH_LABEL)
 
 bench-smoke: $(STAMP)  ## the benchmark's code paths at the smoke preset on the CPU (seconds) -> runs/bench/smoke/
-	$(PY) -m cinelora bench --plan smoke
+	$(PY) -m bench --plan smoke
 
 bench-terms: $(STAMP)  ## s/step with and without each loss term (smoke on CPU; PROFILE=proxy on a GPU) -> results/bench/terms_*
-	$(PY) -m cinelora.bench.terms --profile $${PROFILE:-smoke} --label $(BENCH_LABEL)
+	$(PY) -m bench.terms --profile $${PROFILE:-smoke} --label $(BENCH_LABEL)
 
 table1: $(PAPER)/tables/table1.tex  ## Table 1 (metric robustness, 2AFC) from results/*/*/metrics.csv
 table2: $(PAPER)/tables/table2.tex  ## Table 2 (cross-domain: FVD, CLIP-SIM, LPIPS) from results/*/*/metrics.csv
@@ -88,6 +95,7 @@ figures: $(FIGURES)  ## paper/figures/*.pdf (+ PNG copies): frame strips, traini
 numbers: $(NUMBERS)  ## paper/generated/numbers.tex: every number quoted in the prose, as a macro
 provenance: $(PROVENANCE)  ## paper/generated/provenance.tsv: each number's results file, git sha, config hash
 reports: $(TABLES) $(FIGURES) $(NUMBERS) $(PROVENANCE)  ## every generated paper input (what `make check` compares)
+performance: $(PERFORMANCE)  ## docs/performance.md: what each speed lever measured, why the hardware presets hold their values
 
 $(PAPER)/tables/table1.tex: $(METRICS) $(R)/table1.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table1 --out $@
@@ -121,17 +129,21 @@ $(PROVENANCE): $(METRICS) $(CONFIGS) $(RUN_PROVENANCE) $(BENCH) $(BENCH_PROV) $(
                $(CURVE_RUNS) $(SAMPLES) $(wildcard $(R)/*.py) $(LIB) | $(STAMP)
 	$(PY) -m cinelora report provenance --out $@
 
+$(PERFORMANCE): $(BENCH_DOC) $(HARDWARE) $(R)/performance.py $(R)/table4.py cinelora/speed/levers.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report performance --out $@
+
 paper: $(PAPER)/main.pdf  ## build paper/main.pdf with latexmk (Debian: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended)
 
 $(PAPER)/main.pdf: $(PAPER)/main.tex $(TABLES) $(filter %.pdf,$(FIGURES)) $(NUMBERS)
 	@command -v latexmk >/dev/null || { echo "latexmk not found: sudo apt-get install $(TEXLIVE)" >&2; exit 1; }
 	cd $(PAPER) && latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
 
-check: $(STAMP)  ## rebuild every paper input into a temporary folder and diff it against paper/ (PDF: as text)
+check: $(STAMP)  ## rebuild every paper input and docs/performance.md into a temporary folder and diff them (PDF: as text)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  $(MAKE) --no-print-directory -s PAPER=$$tmp reports && \
+	  $(MAKE) --no-print-directory -s PAPER=$$tmp DOCS=$$tmp/docs reports performance && \
 	  for d in tables figures generated; do diff -ru paper/$$d $$tmp/$$d || exit 1; done && \
-	  echo "paper/tables, paper/figures, paper/generated: byte-identical" && \
+	  diff -u docs/performance.md $$tmp/docs/performance.md && \
+	  echo "paper/tables, paper/figures, paper/generated, docs/performance.md: byte-identical" && \
 	  if [ -f paper/main.pdf ] && command -v latexmk >/dev/null && command -v pdftotext >/dev/null; then \
 	    cp paper/main.tex $$tmp/ && $(MAKE) --no-print-directory -s PAPER=$$tmp $$tmp/main.pdf >/dev/null && \
 	    diff -u <(pdftotext paper/main.pdf -) <(pdftotext $$tmp/main.pdf -) && echo "paper/main.pdf: same text"; \

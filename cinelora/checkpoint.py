@@ -1,19 +1,20 @@
 """Resumable training checkpoints: LoRA weights (safetensors), optimizer state (torch.save, read back with
-weights_only=True), and a JSON trainer state. A checkpoint folder is written under a temporary name and
-renamed, so a run killed while saving leaves the previous checkpoint intact.
+weights_only=True), and a JSON trainer state. A checkpoint folder is written under a hidden temporary name and
+renamed (`atomic_directory`), so a run killed while saving leaves the previous checkpoint intact.
 
 Everything is stored whole and keyed by parameter name (the optimizer state is torch.distributed.checkpoint's
 full state dict), so a run resumes under any number of processes, with or without FSDP2 sharding."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from cinelora.atomic import atomic_directory
 
 KEEP_LAST = 2
 
@@ -44,16 +45,12 @@ def save_checkpoint(root: Path, state: TrainerState, lora: dict[str, torch.Tenso
                     best_lora: dict[str, torch.Tensor] | None) -> Path:
     """Write checkpoint `step_<n>` atomically and prune all but the newest KEEP_LAST."""
     final = _step_dir(root, state.step)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in lora.items()}, tmp / "lora.safetensors")
-    if best_lora is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in best_lora.items()}, tmp / "best_lora.safetensors")
-    torch.save(optimizer, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1, allow_nan=True))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_directory(final, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in lora.items()}, tmp / "lora.safetensors")
+        if best_lora is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in best_lora.items()}, tmp / "best_lora.safetensors")
+        torch.save(optimizer, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1, allow_nan=True))
     for old in sorted(root.glob("step_*"))[:-KEEP_LAST]:
         shutil.rmtree(old)
     return final

@@ -21,18 +21,18 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
 from transformers import (CLIPImageProcessor, CLIPVisionModelWithProjection, PreTrainedTokenizerBase,
                           UMT5EncoderModel)
 
-WAN_TEXT_TOKENS = 512  # the I2V attention splits image from text tokens at encoder length - 512
+from cinelora.shapes import TEXT_TOKENS
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, text_encoder: UMT5EncoderModel, captions: list[str],
-                   max_length: int = WAN_TEXT_TOKENS) -> torch.Tensor:
+                   max_length: int = TEXT_TOKENS) -> torch.Tensor:
     """UMT5 embeddings [B, 512, D] (text encoder dtype), zero beyond each caption's tokens.
 
     = `WanImageToVideoPipeline._get_t5_prompt_embeds`: same cleaning (ftfy, html unescape, whitespace), same
     tokenizer call, last hidden state trimmed to each prompt's length and zero-padded back to 512.
     """
-    if max_length != WAN_TEXT_TOKENS:
-        raise ValueError(f"max_length={max_length}: the Wan I2V transformer needs exactly {WAN_TEXT_TOKENS} text "
+    if max_length != TEXT_TOKENS:
+        raise ValueError(f"max_length={max_length}: the Wan I2V transformer needs exactly {TEXT_TOKENS} text "
                          "tokens (its attention splits image and text tokens by that number)")
     tokens = tokenizer([prompt_clean(c) for c in captions], padding="max_length", max_length=max_length,
                        truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
@@ -123,5 +123,5 @@ def condition_latents(vae: AutoencoderKLWan, first_frames: torch.Tensor, num_fra
     return torch.cat([mask, latents], dim=1)
 
 
-__all__ = ["WAN_TEXT_TOKENS", "encode_prompts", "clip_pixels", "encode_condition_images", "normalize_latents",
+__all__ = ["TEXT_TOKENS", "encode_prompts", "clip_pixels", "encode_condition_images", "normalize_latents",
            "decode_latents", "encode_video_latents", "condition_latents"]

@@ -1,8 +1,15 @@
 """Typed experiment configuration: frozen YAML in, validated, resolved for one scale profile, hashed.
 
-An experiment's `config.yaml` holds every section below plus a `profiles:` mapping from profile name
-(`full`, `proxy`, `smoke`) to dotted-key overrides. A profile may only touch the keys in
-`PROFILE_KEYS` (sizes, steps and weight/data sources), never the algorithm.
+Resolution, in order (each step a mapping of YAML keys; later steps win):
+1. the experiment chain: a root experiment's `config.yaml` is complete (every section below); any other
+   names a `parent` (an experiment folder beside it) and holds only the keys it changes, which are its
+   `varies` (derived from the file, recorded in the resolved config);
+2. the profile: `configs/profiles/<profile>.yaml` (`smoke`, `proxy`; its section of the experiment's kind),
+   then the `profiles.<profile>` overrides of the chain's files, dotted keys among `PROFILE_KEYS` only
+   (sizes, steps and weight/data sources, never the algorithm); `full` is the experiment itself;
+3. the hardware (generator configs, `full` only): `configs/hardware/<name>.yaml` sets `speed.*` keys;
+4. `{profile}` in any string becomes the profile's name.
+Nothing here imports torch: `--dry-run` resolves any config in well under two seconds.
 """
 from __future__ import annotations
 
@@ -16,7 +23,12 @@ from typing import Any
 
 import yaml
 
+from cinelora.speed.levers import LeverError, SpeedLevers
+
 PROFILES = ("full", "proxy", "smoke")
+CONFIGS_ROOT = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_HARDWARE = "h100-80gb"  # the `full` profile's GPU: configs/hardware/h100-80gb.yaml
+DERIVED_KEYS = ("varies", "profile", "hardware")  # set by the loader, never by a file
 CROSS_ATTENTION_TARGETS = [
     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj",
 ]
@@ -83,14 +95,6 @@ class TrainConfig:
     warmup_frac: float = 0.05
     lr_schedule: str = "cosine"  # cosine | constant
     mixed_precision: str = "bf16"  # bf16 | no (CPU runs always use fp32; provenance records it)
-    gradient_checkpointing: bool = True
-    attention_backend: str = "native"  # speed levers (cinelora/speed.py; measured effects in results/bench/)
-    keep_attention_blocks: int = 0  # selective checkpointing: keep self-attention outputs of the first k blocks
-    offload_blocks: int = 0  # keep the checkpointed inputs of the last m blocks in pinned CPU memory
-    uncheckpointed_blocks: int = 0  # the first j blocks keep every activation (no recompute); j + m <= blocks
-    keep_ffn_blocks: int = 0  # the first n blocks keep their FFN pre-activation: the recompute skips the FFN
-    compile_blocks: bool = False  # regional torch.compile of the transformer blocks
-    fp8_base: bool = False  # frozen base linears of the blocks in fp8 (cinelora/fp8.py)
     max_grad_norm: float = 1.0
     val_every: int = 100
     val_batches: int = 4
@@ -175,14 +179,16 @@ class ExperimentConfig:
     kind: str = "generator"
     name: str = ""
     parent: str = ""  # the experiment this ablation derives from ("" for none)
-    varies: list[str] = field(default_factory=list)  # dotted keys that differ from the parent (a test checks)
+    varies: list[str] = field(default_factory=list)  # derived: the dotted keys the file sets over its parent
     seed: int = 0
-    profile: str = "full"
+    profile: str = "full"  # derived: --profile
+    hardware: str = ""  # derived: the hardware preset of the `full` profile (--hardware), "" for the others
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    speed: SpeedLevers = field(default_factory=SpeedLevers)  # how the step runs (rules: cinelora/speed/levers.py)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -209,10 +215,8 @@ PROFILE_KEYS = (
     "data.train", "data.val", "data.height", "data.width", "data.num_frames",
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
-    "train.mixed_precision", "train.num_workers", "train.attention_backend", "train.keep_attention_blocks",
-    "train.offload_blocks", "train.uncheckpointed_blocks", "train.keep_ffn_blocks", "train.compile_blocks",
-    "train.fp8_base",
-    "train.style_steps",
+    "train.mixed_precision", "train.num_workers", "train.style_steps",
+    *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
     "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
@@ -235,8 +239,6 @@ _CHOICES = {
     "train.early_stop_metric": ("val_loss", "perceptual"),
     "train.stage": ("single", "two_stage"),
     "eval.pipeline": ("one_stage", "two_stage"),
-    "train.attention_backend": ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math",
-                                "fa4"),
 }
 _METRIC_CHOICES = {
     "rlpips.net": ("alex", "vgg", "squeeze"),
@@ -257,8 +259,6 @@ _POSITIVE = (
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
-_BLOCK_COUNTS = ("train.keep_attention_blocks", "train.offload_blocks", "train.uncheckpointed_blocks",
-                 "train.keep_ffn_blocks")
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
 
 
@@ -303,7 +303,10 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
         if f.name not in raw:
             raise ConfigError(source, dotted, None, f"a value ({_type_name(hints[f.name])}); configs are complete")
         values[f.name] = _coerce(raw[f.name], hints[f.name], dotted, source)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except LeverError as err:  # the speed section's own rules: which levers go together
+        raise ConfigError(source, f"{prefix}.{err.field}", err.value, err.expected) from None
 
 
 def _get(cfg: ExperimentConfig, dotted: str) -> Any:
@@ -333,10 +336,6 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
     for key in _FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")
-    for key in _BLOCK_COUNTS:
-        if _get(cfg, key) < 0 or (_get(cfg, key) and not cfg.train.gradient_checkpointing):
-            raise ConfigError(source, key, _get(cfg, key), "a block count >= 0, and 0 without "
-                              "train.gradient_checkpointing (it acts on checkpointed blocks)")
     for section in ("data", "world"):
         h, w, t = (_get(cfg, f"{section}.{k}") for k in ("height", "width", "num_frames"))
         if h % 16 or w % 16:
@@ -347,14 +346,9 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
     if not cfg.lora.targets:
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "at least one module name")
-    from cinelora.speed import SpeedLevers  # torch and diffusers: imported only where a generator config is checked
-    try:
-        SpeedLevers.from_train(cfg.train)
-    except ValueError as e:
-        raise ConfigError(source, "train", "its speed levers", str(e)) from None
-    if cfg.train.keep_ffn_blocks and not all(t.startswith(("attn1.", "attn2.")) for t in cfg.lora.targets):
+    if cfg.speed.keep_ffn_blocks and not all(t.startswith(("attn1.", "attn2.")) for t in cfg.lora.targets):
         raise ConfigError(source, "lora.targets", cfg.lora.targets, "attention layers only (attn1.* / attn2.*) "
-                          "with train.keep_ffn_blocks > 0 (its recompute computes no FFN or modulation gradient)")
+                          "with speed.keep_ffn_blocks > 0 (its recompute computes no FFN or modulation gradient)")
     if (cfg.train.stage == "two_stage") != (cfg.train.style_steps > 0):
         raise ConfigError(source, "train.style_steps", cfg.train.style_steps,
                           "> 0 exactly when train.stage is two_stage")
@@ -365,25 +359,8 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "data.train/data.val", (cfg.data.train, cfg.data.val), "paths when training")
 
 
-def _apply_profile(raw: dict, profile: str, source: str) -> dict:
-    profiles = raw.pop("profiles", {}) or {}
-    if not isinstance(profiles, dict) or set(profiles) - set(PROFILES):
-        raise ConfigError(source, "profiles", list(profiles), f"a mapping with keys among {list(PROFILES)}")
-    overrides = profiles.get(profile) or {}
-    for dotted, value in overrides.items():
-        if dotted not in PROFILE_KEYS:
-            raise ConfigError(source, f"profiles.{profile}.{dotted}", value,
-                              f"a size/steps/source key a profile may change: {list(PROFILE_KEYS)}")
-        section, key = dotted.split(".")
-        raw.setdefault(section, {})[key] = value
-    return raw
-
-
-def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig | MetricExperimentConfig:
-    """Read `path` (YAML, safe_load), apply `profile`, validate every key; raises ConfigError."""
+def _read_yaml(path: Path) -> dict:
     source = str(path)
-    if profile not in PROFILES:
-        raise ConfigError(source, "profile", profile, f"one of {list(PROFILES)}")
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -392,14 +369,162 @@ def load_config(path: str | Path, profile: str = "smoke") -> ExperimentConfig | 
         raise ConfigError(source, "(file)", str(err).splitlines()[0], "valid YAML") from None
     if not isinstance(raw, dict):
         raise ConfigError(source, "(top level)", raw, "a mapping")
-    raw = _apply_profile(raw, profile, source)
-    if "profile" in raw:
-        raise ConfigError(source, "profile", raw["profile"], "no 'profile' key: it comes from --profile")
-    raw["profile"] = profile
-    if raw.get("kind") not in KINDS:
-        raise ConfigError(source, "kind", raw.get("kind"), f"one of {list(KINDS)}")
-    cfg = _build(KINDS[raw["kind"]], raw, "", source)
-    (_check_ranges if raw["kind"] == "generator" else _check_metric_ranges)(cfg, source)
+    return raw
+
+
+def _chain(path: Path) -> list[tuple[Path, dict]]:
+    """[(file, raw)] from the root experiment down to `path`; a parent is the experiment folder of that name
+    beside the child's folder."""
+    files: list[tuple[Path, dict]] = []
+    while True:
+        raw = _read_yaml(path)
+        files.insert(0, (path, raw))
+        for key in DERIVED_KEYS:
+            if key in raw:
+                raise ConfigError(str(path), key, raw[key], f"no '{key}' key: the loader derives it")
+        parent = raw.get("parent", "")
+        if not parent:
+            return files
+        if not isinstance(parent, str) or Path(parent).name != parent:
+            raise ConfigError(str(path), "parent", parent, "the name of an experiment folder beside this one")
+        path = path.parent.parent / parent / "config.yaml"
+        if any(p.resolve() == path.resolve() for p, _ in files):
+            raise ConfigError(str(files[0][0]), "parent", parent, "a chain of parents without a cycle")
+        if not path.is_file():
+            raise ConfigError(str(files[0][0]), "parent", parent, f"an experiment with a config at {path}")
+
+
+def _schema(kind: str, source: str) -> type:
+    if kind not in KINDS:
+        raise ConfigError(source, "kind", kind, f"one of {list(KINDS)}")
+    return KINDS[kind]
+
+
+def _leaves(raw: dict, cls: type, prefix: str, source: str) -> list[str]:
+    """Dotted keys of the schema's leaf fields that `raw` sets (sections are descended into)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            raise ConfigError(source, dotted, value, f"one of the known keys {sorted(fields)}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(source, dotted, value, f"a mapping of {hints[key].__name__} fields")
+            keys += _leaves(value, hints[key], dotted, source)
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _merge(base: dict, child: dict, cls: type) -> dict:
+    """`child` over `base`: sections key by key, every other value (mapping-valued fields such as eval.domains
+    included) replaced whole. Both are already checked against the schema `cls` (`_leaves`)."""
+    hints = typing.get_type_hints(cls)
+    merged = dict(base)
+    for key, value in child.items():
+        section = dataclasses.is_dataclass(hints[key]) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value, hints[key]) if section else value
+    return merged
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    section, key = dotted.split(".")
+    raw.setdefault(section, {})[key] = value
+
+
+def _overrides(raw: Any, source: str, allowed: tuple[str, ...], what: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, what, raw, "a mapping of dotted keys to values")
+    for dotted, value in raw.items():
+        if dotted not in allowed:
+            raise ConfigError(source, f"{what}.{dotted}" if what else dotted, value,
+                              f"a key this file may change: {list(allowed)}")
+    return raw
+
+
+def _profile_overrides(kind: str, profile: str, files: list[tuple[Path, dict]]) -> list[tuple[str, dict]]:
+    """[(source, dotted overrides)] of `profile`: its file's section for `kind`, then each experiment's own."""
+    found = []
+    if profile != "full":
+        path = CONFIGS_ROOT / "profiles" / f"{profile}.yaml"
+        sections = _read_yaml(path)
+        if set(sections) - set(KINDS):
+            raise ConfigError(str(path), "(top level)", sorted(sections), f"sections among {list(KINDS)}")
+        found.append((str(path), _overrides(sections.get(kind), str(path), PROFILE_KEYS, kind)))
+    for path, raw in files:
+        profiles = raw.get("profiles") or {}
+        if not isinstance(profiles, dict) or set(profiles) - set(PROFILES):
+            raise ConfigError(str(path), "profiles", profiles, f"a mapping with keys among {list(PROFILES)}")
+        found.append((str(path), _overrides(profiles.get(profile), str(path), PROFILE_KEYS, f"profiles.{profile}")))
+    return found
+
+
+def _hardware_overrides(hardware: str) -> tuple[str, dict]:
+    path = CONFIGS_ROOT / "hardware" / f"{hardware}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIGS_ROOT / "hardware").glob("*.yaml"))
+        raise ConfigError(str(path), "hardware", hardware, f"one of the presets {known}")
+    speed_keys = tuple(k for k in PROFILE_KEYS if k.startswith("speed."))
+    return str(path), _overrides(_read_yaml(path), str(path), speed_keys, "")
+
+
+def _substitute(value: Any, profile: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{profile}", profile)
+    if isinstance(value, dict):
+        return {k: _substitute(v, profile) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, profile) for v in value]
+    return value
+
+
+def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None = None) -> tuple[dict, str]:
+    """(the resolved mapping, its kind) of the experiment at `path` for `profile` (module docstring)."""
+    path, source = Path(path), str(path)
+    if profile not in PROFILES:
+        raise ConfigError(source, "profile", profile, f"one of {list(PROFILES)}")
+    files = _chain(path)
+    root_source, root = files[0]
+    kind = root.get("kind")
+    cls = _schema(kind, str(root_source))
+    merged: dict = {}
+    for file, raw in files:
+        if raw.get("kind", kind) != kind:
+            raise ConfigError(str(file), "kind", raw["kind"], f"{kind!r}, the kind of its root {root_source}")
+        if not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise ConfigError(str(file), "name", raw.get("name"), "the experiment's name (each file sets its own)")
+        body = {k: v for k, v in raw.items() if k not in ("profiles", "parent", "name")}
+        varies = sorted(_leaves(body, cls, "", str(file)))
+        merged = _merge(merged, body, cls)
+    merged.update(name=files[-1][1]["name"], parent=files[-1][1].get("parent", ""),
+                  varies=varies if len(files) > 1 else [], profile=profile)
+    for where, overrides in _profile_overrides(kind, profile, files):
+        for dotted, value in overrides.items():
+            _set_dotted(merged, dotted, value)
+    if kind == "generator":
+        if hardware is not None and profile != "full":
+            raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to --profile full")
+        merged["hardware"] = (hardware or DEFAULT_HARDWARE) if profile == "full" else ""
+        if merged["hardware"]:
+            where, overrides = _hardware_overrides(merged["hardware"])
+            for dotted, value in overrides.items():
+                _set_dotted(merged, dotted, value)
+    elif hardware is not None:
+        raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to generator configs")
+    return _substitute(merged, profile), kind
+
+
+def load_config(path: str | Path, profile: str = "smoke",
+                hardware: str | None = None) -> ExperimentConfig | MetricExperimentConfig:
+    """Resolve the experiment at `path` (YAML, safe_load) for `profile`, validate every key; raises ConfigError."""
+    raw, kind = resolve_raw(path, profile, hardware)
+    source = str(path)
+    cfg = _build(KINDS[kind], raw, "", source)
+    (_check_ranges if kind == "generator" else _check_metric_ranges)(cfg, source)
     return cfg
 
 
@@ -420,24 +545,23 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
 def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
     """Dotted keys whose values differ between two resolved configs (used to check ablations)."""
-    flat_a, flat_b = _flatten(config_dict(a)), _flatten(config_dict(b))
+    flat_a, flat_b = flatten(a), flatten(b)
     return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a config's leaf fields (mapping-valued fields such as eval.domains are leaves)."""
     out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and not key.startswith(("eval.domains", "world.splits")):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
+    for f in dataclasses.fields(cfg):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(cfg, f.name)
+        out.update(flatten(value, key) if dataclasses.is_dataclass(value) else {key: value})
     return out
 
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "MetricExperimentConfig", "PerceptualConfig", "AdversarialConfig",
     "RLPIPSConfig", "KINDS", "ModelConfig", "LoraConfig", "DataConfig", "WorldConfig", "TrainConfig",
-    "EvalConfig", "PROFILES", "PROFILE_KEYS", "CROSS_ATTENTION_TARGETS", "load_config", "config_yaml",
-    "config_hash", "config_dict", "config_diff",
+    "EvalConfig", "SpeedLevers", "PROFILES", "PROFILE_KEYS", "CROSS_ATTENTION_TARGETS", "DEFAULT_HARDWARE",
+    "load_config", "resolve_raw", "config_yaml", "config_hash", "config_dict", "config_diff", "flatten",
 ]

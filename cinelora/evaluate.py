@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from cinelora import lora, models, objective, seeding
+from cinelora.atomic import atomic_path
 from cinelora.config import AdversarialConfig, ExperimentConfig, config_hash
-from cinelora.data import VideoClipDataset
-from cinelora.losses import attack_condition
+from cinelora.data.videos import VideoClipDataset
 from cinelora.metrics import clip_sim, fvd, i3d, temporal
 from cinelora.metrics.lpips_distance import build_lpips, lpips_per_frame
 
@@ -110,19 +110,13 @@ def attacked_condition(components: models.WanComponents, item: dict, cfg: Experi
     batch = {"video": item["video"][None], "condition": item["condition"][None], "caption": [item["caption"]]}
     inputs = objective.encode_batch(components, batch, device, dtype)
     sigmas, noise = objective.draw_noise(cfg.seed, "generation", index, inputs["latents"], cfg.model.flow_shift)
-    frames = inputs["video"].shape[2]
-
-    def loss_of_frame(first: torch.Tensor) -> torch.Tensor:
-        condition, image = objective.encode_condition(components, first, frames, dtype)
-        return objective.objective(components.transformer, components, {**inputs, "condition": condition,
-                                   "image": image}, sigmas, noise, None, 0.0)[0]
-
     attack = AdversarialConfig(enabled=True, eps_255=cfg.eval.attack_eps_255, step_255=cfg.eval.attack_eps_255 / 4,
                                steps=cfg.eval.attack_steps, clean_weight=0.0)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 \
         else contextlib.nullcontext()
     with autocast:
-        return attack_condition(loss_of_frame, inputs["first"], attack)[0].float().cpu()
+        return objective.attack_condition(components.transformer, components, inputs, sigmas, noise,
+                                          attack)[0].float().cpu()
 
 
 def _clip_seed_index(domain: str, clip: str) -> int:
@@ -133,7 +127,8 @@ def _save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, ma
     """A PNG with ground-truth frames on top and generated frames below."""
     idx = np.linspace(0, reference.shape[0] - 1, min(max_frames, reference.shape[0])).round().astype(int)
     rows = [torch.cat(list(_to_uint8(clip[idx])), dim=2) for clip in (reference, generated)]
-    Image.fromarray(torch.cat(rows, dim=1).permute(1, 2, 0).numpy()).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(torch.cat(rows, dim=1).permute(1, 2, 0).numpy()).save(tmp, format="PNG")
 
 
 def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tensor, caption: str) -> dict[str, float]:
@@ -155,9 +150,8 @@ def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tenso
 
 def _load_or_generate(cached: Path, make) -> torch.Tensor:
     if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"frames": _to_uint8(make())}, cached.with_suffix(".tmp"))
-        cached.with_suffix(".tmp").replace(cached)
+        with atomic_path(cached) as tmp:
+            save_file({"frames": _to_uint8(make())}, tmp)
     return _from_uint8(load_file(cached)["frames"])  # score exactly what a rerun reads
 
 

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch.distributed.tensor import DTensor
 
 from cinelora.config import LoraConfig
-from cinelora.models import atomic_directory
+from cinelora.atomic import atomic_directory
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 SIDECAR = "lora.json"

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, C
                           PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel)
 
 from cinelora import seeding
+from cinelora.atomic import atomic_directory
 from cinelora.config import ModelConfig
 from cinelora.tokenizer import build_caption_tokenizer
 
@@ -328,30 +327,6 @@ def make_pipeline(c: WanComponents) -> WanImageToVideoPipeline:
                                    image_encoder=c.image_encoder, transformer=c.transformer)
 
 
-@contextlib.contextmanager
-def atomic_directory(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder to write into; on success it replaces `folder` in two renames.
-
-    A crash leaves either the old folder or the new one (plus a stray hidden temp folder), never a half one.
-    """
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} exists; pass overwrite=True (the CLI's --force) to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_components(c: WanComponents, folder: str | Path, overwrite: bool = False) -> Path:
     """Write a diffusers-format folder (safetensors) that `build_components(source="pretrained")` loads."""
     with atomic_directory(folder, overwrite) as tmp:
@@ -363,5 +338,5 @@ __all__ = [
     "WanComponents", "ArchitecturePreset", "ModelSourceError", "PRESETS", "DTYPES", "HUB_ID",
     "TRUE_SIZE_PARAMETERS", "transformer_config", "build_transformer", "materialize_transformer",
     "count_parameters", "wan_scheduler", "missing_model_files", "check_model_folder", "resolve_model_folder",
-    "build_components", "make_pipeline", "atomic_directory", "save_components",
+    "build_components", "make_pipeline", "save_components",
 ]

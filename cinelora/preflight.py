@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cinelora import fa4, models
+from cinelora import models
 from cinelora.config import ExperimentConfig
 from cinelora.metrics.lpips_distance import trunk_path
-from cinelora.speed import FA4
+from cinelora.speed import fa4
+from cinelora.speed.levers import FA4
 
 
 class MissingInputsError(FileNotFoundError):
@@ -18,8 +19,8 @@ class MissingInputsError(FileNotFoundError):
 def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> list[str]:
     """Human-readable lines, one per missing input of the phases asked for."""
     problems = []
-    if train and cfg.train.attention_backend == FA4 and not fa4.installed():
-        problems.append(f"train.attention_backend: fa4 needs the flash-attn-4 package ({fa4.PACKAGE_HINT})")
+    if train and cfg.speed.attention_backend == FA4 and not fa4.installed():
+        problems.append(f"speed.attention_backend: fa4 needs the flash-attn-4 package ({fa4.PACKAGE_HINT})")
     model_path = Path(cfg.model.path)
     if cfg.model.source == "pretrained" and model_path.is_dir():
         problems += [f"model.path: {m}" for m in models.missing_model_files(model_path)]
@@ -43,6 +44,21 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
     if evaluate and cfg.eval.clip_model != "random" and not Path(cfg.eval.clip_model).is_dir():
         problems.append(f"eval.clip_model: {cfg.eval.clip_model} is missing (a local CLIPModel folder)")
     return problems
+
+
+def describe_datasets(cfg: ExperimentConfig) -> list[str]:
+    """One line per dataset the config names (training, validation, each evaluation domain): its clip count,
+    after probing every video (a corrupt one raises VideoDataError unless data.skip_bad_videos)."""
+    from cinelora.data.videos import VideoClipDataset
+
+    sources = {"train": cfg.data.train, "val": cfg.data.val, **{f"eval:{d}": s for d, s in cfg.eval.domains.items()}}
+    lines = []
+    for name, source in sources.items():
+        if source:
+            ds = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
+                                  skip_bad=cfg.data.skip_bad_videos)
+            lines.append(f"{name}: {len(ds)} clips from {source}" + (f", {len(ds.skipped)} skipped" if ds.skipped else ""))
+    return lines
 
 
 def check_inputs(cfg: ExperimentConfig, source: str, *, train: bool, evaluate: bool) -> None:

@@ -1,35 +1,27 @@
-"""The run-directory contract: where a run writes, how files are written, and the tidy metrics format.
-
-A run of experiment `name` at profile `p` owns `results/<name>/<p>/` (layout and columns in
-`results/SCHEMA.md`). Files are written to a temporary name and renamed, so a killed run never leaves a
-half-written file; a finished run (its `provenance.json` exists) is never overwritten without `force`.
-"""
+"""The tidy metrics format of `metrics.csv` (columns and metric names defined in results/SCHEMA.md): checked
+rows written in one canonical form, and read back checked. The run folder itself is `cinelora.runner`'s."""
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import numbers
-import os
 import re
-import secrets
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from cinelora.config import PROFILES, ExperimentConfig, config_hash, config_yaml
+from cinelora.atomic import atomic_write_text
+from cinelora.config import PROFILES
 
 METRIC_COLUMNS = ("experiment", "profile", "seed", "domain", "clip", "condition", "metric", "value")
 KEY_COLUMNS = METRIC_COLUMNS[:-1]
 CONDITIONS = ("clean", "attacked")
 # Metric-robustness rows (rlpips_metric) name the attack on the 2AFC reference and its L∞ radius in pixel
-# units x255, e.g. `pgd_eps4` (cinelora.rlpips.condition_name).
+# units x255, e.g. `pgd_eps4` (cinelora.metrics.rlpips.condition_name).
 ATTACK_CONDITION = re.compile(r"(fgsm|pgd)_eps(0|[1-9][0-9]*)(\.[0-9]+)?")
-FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
 
 
 @dataclass(frozen=True)
@@ -59,69 +51,6 @@ METRICS: dict[str, Metric] = {
     "rel_dist_shift_lpips": Metric(label="LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
     "rel_dist_shift_rlpips": Metric(label="R-LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
 }
-
-
-class ResultsExistError(FileExistsError):
-    """The run directory holds a finished run and `force` was not given."""
-
-
-def run_dir(results_root: Path, cfg: ExperimentConfig) -> Path:
-    """`results_root/<experiment>/<profile>`; the experiment name must be one plain folder name."""
-    if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
-        raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
-    return Path(results_root) / cfg.name / cfg.profile
-
-
-def claim_run_dir(path: Path, force: bool) -> Path:
-    """Make `path` ready for a run: refuse a finished run unless `force`; `force` starts from empty.
-
-    An unfinished directory (no `provenance.json`) is kept as it is so the run can resume.
-    """
-    path = Path(path)
-    if (path / FINISHED_MARKER).exists() and not force:
-        raise ResultsExistError(f"{path} holds a finished run ({FINISHED_MARKER} exists); "
-                                "pass --force to delete it and run again")
-    if force and path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path` (creating its folder), fsync it, then rename it over
-    `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 keeps the usual umask-derived mode (mkstemp would leave results at 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write_bytes` of UTF-8 text, newlines kept as given."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_resolved_config(directory: Path, cfg: ExperimentConfig) -> None:
-    """Write `config.resolved.yaml` and `config.sha256` (config_hash: sha256 of its canonical JSON)."""
-    atomic_write_text(Path(directory) / "config.resolved.yaml", config_yaml(cfg))
-    atomic_write_text(Path(directory) / "config.sha256", config_hash(cfg) + "\n")
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append `record` as one JSON line (training logs); one write call, so lines never interleave."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        f.flush()
 
 
 def _check_text(row: dict, column: str, where: str) -> None:
@@ -233,7 +162,6 @@ def read_results(results_root: Path) -> pd.DataFrame:
 
 
 __all__ = [
-    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "ResultsExistError",
-    "run_dir", "claim_run_dir", "atomic_write_bytes", "atomic_write_text", "write_resolved_config", "append_jsonl",
-    "write_metrics", "read_metrics", "read_results",
+    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "write_metrics",
+    "read_metrics", "read_results",
 ]

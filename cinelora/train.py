@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,15 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimi
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from cinelora import lora, models, objective, results, seeding, speed
+from cinelora import lora, models, objective, seeding
+from cinelora.speed.checkpointing import apply_speed_levers
 from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from cinelora.config import ExperimentConfig
-from cinelora.context_parallel import Layout, sum_gradient_over_group
-from cinelora.context_parallel import enable as enable_context_parallel
-from cinelora.data import VideoClipDataset
-from cinelora.losses import PerceptualDistance, attack_condition
+from cinelora.speed.context_parallel import Layout
+from cinelora.speed.context_parallel import enable as enable_context_parallel
+from cinelora.data.videos import VideoClipDataset
+from cinelora.objective import PerceptualDistance, TrainingObjective
+from cinelora.runner import RunDir
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
@@ -105,37 +106,6 @@ def _freeze_adapter(transformer, name: str) -> None:
             p.requires_grad_(False)
 
 
-def _training_loss(transformer, attack_model, c: models.WanComponents, inputs: dict, sigmas: torch.Tensor,
-                   noise: torch.Tensor, cfg: ExperimentConfig, perceptual: PerceptualDistance | None,
-                   group=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One micro-batch's loss; with adversarial conditioning, the condition is first moved by PGD to maximise
-    this same loss (through `attack_model`, the unwrapped transformer, so no DDP hook fires), then the LoRA
-    trains on it, mixed TRADES-style with the clean loss when adversarial.clean_weight > 0. `group`: the
-    context-parallel group, over which the attack's gradient is summed."""
-    term = perceptual if cfg.perceptual.enabled else None
-    weight = cfg.perceptual.weight
-    if not cfg.adversarial.enabled:
-        return objective.objective(transformer, c, inputs, sigmas, noise, term, weight)
-    frames, dtype = inputs["video"].shape[2], inputs["latents"].dtype
-
-    def loss_of_frame(first: torch.Tensor) -> torch.Tensor:
-        condition, image = objective.encode_condition(c, sum_gradient_over_group(first, group), frames, dtype)
-        attacked = {**inputs, "condition": condition, "image": image}
-        return objective.objective(attack_model, c, attacked, sigmas, noise, term, weight)[0]
-
-    first_adv = attack_condition(loss_of_frame, inputs["first"], cfg.adversarial)
-    with torch.no_grad():
-        condition, image = objective.encode_condition(c, first_adv, frames, dtype)
-    loss, terms = objective.objective(transformer, c, {**inputs, "condition": condition, "image": image}, sigmas, noise,
-                             term, weight)
-    terms["adversarial"] = loss
-    if cfg.adversarial.clean_weight > 0:
-        clean, _ = objective.objective(transformer, c, inputs, sigmas, noise, term, weight)
-        loss = (1 - cfg.adversarial.clean_weight) * loss + cfg.adversarial.clean_weight * clean
-        terms["clean"] = clean
-    return loss, terms
-
-
 def validate(transformer, c: models.WanComponents, batches: list[dict], cfg: ExperimentConfig, device: torch.device,
              dtype: torch.dtype, perceptual: PerceptualDistance | None) -> dict[str, float]:
     """Mean flow loss (and perceptual distance of the one-step x̂0, when a D is configured) over fixed
@@ -170,37 +140,29 @@ def _lr_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer):
     return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records past the resumed step: they belong to the part of the run that is redone."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        results.atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
 def _peak_memory_gib(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
 
 
-def train(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, progress: bool = True,
-          context_parallel: int = 1) -> TrainResult:
-    """Train (or resume) the LoRA of `cfg`; writes `train_log.jsonl` and the best LoRA under `out_dir/lora`.
+def train(cfg: ExperimentConfig, run: RunDir, *, progress: bool = True, context_parallel: int = 1) -> TrainResult:
+    """Train (or resume) the LoRA of `cfg` into `run`: `train_log.jsonl`, the best LoRA in `run.lora`, resumable
+    checkpoints in `run.checkpoints`.
 
     Two-stage (train.stage: two_stage, the seed's "style decoupled from motion"): first a "style" LoRA on
-    single frames (T = 1, black condition frame) for train.style_steps steps under `out_dir/style/`, then
+    single frames (T = 1, black condition frame) for train.style_steps steps in `run.stage("style")`, then
     the "motion" LoRA on clips with the style LoRA loaded, active and frozen; both run this same loop.
-    `context_parallel`: ranks per context-parallel group (`cinelora.context_parallel`; 1 = none)."""
+    `context_parallel`: ranks per context-parallel group (`cinelora.speed.context_parallel`; 1 = none)."""
     if cfg.train.stage == "single":
-        return train_stage(cfg, out_dir, ckpt_root, progress=progress, context_parallel=context_parallel)
+        return train_stage(cfg, run, progress=progress, context_parallel=context_parallel)
     style = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
                                 train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
-    train_stage(style, out_dir / "style", ckpt_root / "style", adapter="style", progress=progress,
-                context_parallel=context_parallel)
-    return train_stage(cfg, out_dir, ckpt_root / "motion", adapter="motion",
-                       frozen={"style": out_dir / "style" / "lora"}, progress=progress,
+    style_run = run.stage("style")
+    train_stage(style, style_run, adapter="style", progress=progress, context_parallel=context_parallel)
+    return train_stage(cfg, run, adapter="motion", frozen={"style": style_run.lora}, progress=progress,
                        context_parallel=context_parallel)
 
 
-def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapter: str = "default",
+def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                 frozen: dict[str, Path] | None = None, progress: bool = True,
                 context_parallel: int = 1) -> TrainResult:
     """The training loop for one LoRA adapter (`frozen` adapters are loaded first and stay fixed)."""
@@ -230,22 +192,21 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
         for name in frozen:
             _freeze_adapter(transformer, name)
     collate = _collate_black_condition if adapter == "style" else _collate
-    speed.apply_speed_levers(transformer, speed.SpeedLevers.from_train(tc))
+    apply_speed_levers(transformer, cfg.speed)
     group = enable_context_parallel(transformer, layout) if layout.degree > 1 else None
+    loss_of = TrainingObjective(cfg, c, perceptual, group)
     optimizer = torch.optim.AdamW(lora.lora_parameters(transformer), lr=tc.lr, betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     scheduler = _lr_scheduler(cfg, optimizer)
 
     state, best_lora = TrainerState(), None
-    ckpt = latest_checkpoint(ckpt_root)
+    ckpt = latest_checkpoint(run.checkpoints)
     if ckpt is not None:
         state, lora_sd, opt_sd, best_lora = load_checkpoint(ckpt)
         lora.load_lora_state_dict(transformer, lora_sd)
         scheduler.load_state_dict(state.scheduler)
         accelerator.print(f"resuming from {ckpt.name} (step {state.step}/{tc.steps})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "train_log.jsonl"
-    _truncate_log(log_path, state.step)
+    run.keep_log(lambda record: record["step"] <= state.step)  # the records past it belong to the redone part
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if ckpt is not None:  # after prepare: FSDP2 shards the saved whole state as it sharded the LoRA
         set_optimizer_state_dict(transformer, optimizer.optimizer, opt_sd, options=FULL_STATE)
@@ -269,10 +230,9 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
                                                  inputs["latents"], cfg.model.flow_shift)
             sync = micro == tc.grad_accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(transformer), accelerator.autocast():
-                loss, terms = _training_loss(transformer, accelerator.unwrap_model(transformer), c, inputs, sigmas,
-                                             noise, cfg, perceptual, group)
+                loss, terms = loss_of(transformer, accelerator.unwrap_model(transformer), inputs, sigmas, noise)
                 if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
-                    last = latest_checkpoint(ckpt_root)
+                    last = latest_checkpoint(run.checkpoints)
                     raise NonFiniteLossError(
                         f"non-finite loss ({float(loss.detach())}) at step {state.step + 1}, micro-batch {micro + 1}: "
                         f"stopped; last good checkpoint: {last if last else 'none (no checkpoint yet)'}. "
@@ -306,23 +266,22 @@ def train_stage(cfg: ExperimentConfig, out_dir: Path, ckpt_root: Path, *, adapte
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                             **({"val": f"{record[signal]:.4f}"} if signal in record else {}))
             if accelerator.is_main_process:
-                results.append_jsonl(log_path, record)
+                run.append_log(record)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps or state.stopped_early:
             state.scheduler = scheduler.state_dict()
             current = lora.lora_state_dict(accelerator.unwrap_model(transformer))  # every process: FSDP2 gathers
             opt_sd = get_optimizer_state_dict(transformer, optimizer.optimizer, options=FULL_STATE)
             if accelerator.is_main_process:
-                save_checkpoint(ckpt_root, state, current, opt_sd, best_lora)
+                save_checkpoint(run.checkpoints, state, current, opt_sd, best_lora)
             accelerator.wait_for_everyone()
     bar.close()
 
     final = accelerator.unwrap_model(transformer)
     # the best validated LoRA, as early stopping promises
     keep = best_lora if best_lora is not None else lora.lora_state_dict(final)
-    lora_dir = out_dir / "lora"
     if accelerator.is_main_process:
-        lora.save_lora(final, lora_dir, cfg.lora, adapter_name=adapter, state=keep)
-    return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, lora_dir, layout.degree,
+        lora.save_lora(final, run.lora, cfg.lora, adapter_name=adapter, state=keep)
+    return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, run.lora, layout.degree,
                        time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
                        sum(p.numel() for p in final.parameters()))
 

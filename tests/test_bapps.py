@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cinelora.metrics.bapps import BAPPSLayoutError, TwoAFCDataset, two_afc_agreement, two_afc_score
-from cinelora.metrics.two_afc_world import judge_from_severity, make_triplet, write_two_afc_world
+from cinelora.data.bapps import BAPPSLayoutError, TwoAFCDataset
+from cinelora.metrics.two_afc import two_afc_agreement, two_afc_score
+from cinelora.data.two_afc_world import judge_from_severity, make_triplet, write_two_afc_world
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bapps"  # {train,val}/<set>/{ref,p0,p1,judge}
 

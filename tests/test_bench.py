@@ -10,12 +10,13 @@ from diffusers.models.attention_dispatch import AttentionBackendName, _Attention
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from cinelora import lora, models
-from cinelora.bench import flops
-from cinelora.bench.plans import PLANS, run_plan
-from cinelora.bench.step_bench import image_tokens, peak_bf16_tflops
+from bench import flops
+from cinelora.shapes import video_tokens
+from bench.plans import PLANS, run_plan
+from bench.step_bench import image_tokens, peak_bf16_tflops
 from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig
-from cinelora.speed import (ALLOCATOR_VARIABLE, RECOMPILE_LIMIT, BlockPlan, SpeedLevers, apply_speed_levers,
-                            block_plans, configure_cuda_allocator)
+from cinelora.speed.checkpointing import RECOMPILE_LIMIT, apply_speed_levers
+from cinelora.speed.levers import ALLOCATOR_VARIABLE, BlockPlan, SpeedLevers, block_plans, configure_cuda_allocator
 
 LEVERS = [SpeedLevers(checkpointing="none"), SpeedLevers(), SpeedLevers(keep_attention_blocks=1),
           SpeedLevers(offload_blocks=2), SpeedLevers(keep_attention_blocks=1, offload_blocks=1),
@@ -83,15 +84,15 @@ def test_step_flops_equal_a_hand_count_for_a_tiny_config():
 
 def test_true_size_token_counts_and_flops():
     config = models.transformer_config("wan2.1-i2v-14b")
-    assert flops.video_tokens(config, 81, 720, 1280) == 21 * 45 * 80 == 75_600
-    assert flops.video_tokens(config, 81, 480, 832) == 32_760
+    assert video_tokens(config, 81, 720, 1280) == 21 * 45 * 80 == 75_600
+    assert video_tokens(config, 81, 480, 832) == 32_760
     step = flops.step_flops(config, frames=81, height=720, width=1280, image_tokens=image_tokens("wan2.1-i2v-14b"),
                             rank=8, targets=CROSS_ATTENTION_TARGETS)
     assert image_tokens("wan2.1-i2v-14b") == 257
     self_attention = 40 * 4 * 75_600**2 * 5120  # the dominant term: 40 blocks of QKᵀ and PV
     assert 0.7 < self_attention / step.forward < 0.75
     with pytest.raises(ValueError, match="4k\\+1"):
-        flops.video_tokens(config, 80, 720, 1280)
+        video_tokens(config, 80, 720, 1280)
 
 
 def _smoke_transformer():

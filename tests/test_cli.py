@@ -11,7 +11,7 @@ from cinelora.cli import build_parser, main
 from cinelora.config import config_hash, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("data", "train", "generate", "evaluate", "run", "report", "bench", "rlpips-train", "rlpips-eval")
+COMMANDS = ("data", "train", "generate", "evaluate", "run", "report", "rlpips-train", "rlpips-eval")
 EXPERIMENTS = ("base", "lora_r8")
 
 
@@ -29,6 +29,21 @@ def test_dry_run_prints_resolved_config_and_hash(capsys):
         main(["run", "--config", str(path), "--profile", "smoke", "--dry-run"])
     out = capsys.readouterr().out
     assert f"# sha256: {config_hash(load_config(path, 'smoke'))}" in out and "profile: smoke" in out
+
+
+def test_dry_run_resolves_without_importing_torch_and_takes_a_hardware_preset():
+    code = ("import sys\nfrom cinelora.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    args = ["run", "--config", "experiments/robust_lpips_r8/config.yaml", "--profile", "full", "--hardware",
+            "h200-141gb", "--dry-run"]
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.rstrip().endswith("no torch")
+    assert "hardware: h200-141gb" in done.stdout and "keep_ffn_blocks: 40" in done.stdout
+
+
+def test_a_command_given_the_other_kind_of_config_says_so():
+    with pytest.raises(SystemExit, match="takes a `kind: metric` config"):
+        main(["rlpips-train", "--config", str(ROOT / "experiments" / "lora_r8" / "config.yaml")])
 
 
 def test_bad_config_stops_before_work_with_the_key(tmp_path):

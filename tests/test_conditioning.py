@@ -7,14 +7,13 @@ from PIL import Image
 
 from cinelora import conditioning as cond
 from cinelora import models
-from cinelora.config import ModelConfig
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def smoke() -> models.WanComponents:
-    return models.build_components(ModelConfig(source="random", architecture="smoke", weight_dtype="fp32"), seed=0)
+def smoke(smoke_components) -> models.WanComponents:
+    return smoke_components
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
-"""Config validation: strict schema, profile whitelist, the seed's settings in `full`, stable hashing."""
+"""Config resolution and validation: parents, profiles, hardware presets, strict schema, the seed's settings in
+`full`, stable hashing, and no torch import on the way."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cinelora.config import PROFILES, ConfigError, config_diff, config_hash, load_config
+from cinelora.config import CONFIGS_ROOT, PROFILES, ConfigError, config_diff, config_hash, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA_R8 = ROOT / "experiments" / "lora_r8" / "config.yaml"
@@ -32,7 +35,7 @@ def test_full_profile_carries_the_seed_settings():
     assert cfg.train.betas == [0.9, 0.999] and cfg.train.weight_decay == 0.01
     assert cfg.train.lr == 3e-5 and cfg.train.lr_schedule == "cosine" and cfg.train.warmup_frac == 0.05
     assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.steps) == (1, 4, 4000)
-    assert cfg.train.mixed_precision == "bf16" and cfg.train.gradient_checkpointing
+    assert cfg.train.mixed_precision == "bf16" and cfg.speed.checkpointing == "full"
     assert (cfg.data.height, cfg.data.width, cfg.data.num_frames) == (720, 1280, 81)
     assert all(t.startswith("attn2.") for t in cfg.lora.targets)  # cross-attention, as the source paper
     assert "contradicts" in LORA_R8.read_text()  # the seed's "effective batch 2" is called out
@@ -57,21 +60,19 @@ def test_out_of_range_and_bad_frame_count_are_rejected(tmp_path: Path):
         load_config(_write(tmp_path, lambda r: r["train"].update(lr=-1.0)), "full")
     with pytest.raises(ConfigError, match=r"data\.num_frames.*4k\+1"):
         load_config(_write(tmp_path, lambda r: r["data"].update(num_frames=80)), "full")
-    with pytest.raises(ConfigError, match=r"train\.uncheckpointed_blocks.*>= 0"):
-        load_config(_write(tmp_path, lambda r: r["train"].update(uncheckpointed_blocks=-1)), "full")
-    with pytest.raises(ConfigError, match=r"train\.keep_attention_blocks.*gradient_checkpointing"):
-        load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False)), "full")
-    with pytest.raises(ConfigError, match=r"train\.keep_ffn_blocks.*gradient_checkpointing"):
-        load_config(_write(tmp_path, lambda r: r["train"].update(gradient_checkpointing=False, keep_attention_blocks=0,
-                                                                   offload_blocks=0, keep_ffn_blocks=2)), "full")
-    with pytest.raises(ConfigError, match=r"'train'.*fp8_base with attention_backend 'fa4'"):
-        load_config(_write(tmp_path, lambda r: r["train"].update(fp8_base=True)), "full")  # full: fa4
-    with pytest.raises(ConfigError, match=r"'train'.*keep_ffn_blocks.*fp8_base"):
-        load_config(_write(tmp_path, lambda r: r["train"].update(keep_ffn_blocks=2, fp8_base=True,
-                                                                   attention_backend="native")), "full")
+    with pytest.raises(ConfigError, match=r"speed\.uncheckpointed_blocks.*>= 0"):
+        load_config(_write(tmp_path, lambda r: r["speed"].update(uncheckpointed_blocks=-1)), "smoke")
+    with pytest.raises(ConfigError, match=r"speed\.keep_attention_blocks.*checkpointing='full'"):
+        load_config(_write(tmp_path, lambda r: r["speed"].update(checkpointing="none")), "full")  # 40 kept blocks
+    with pytest.raises(ConfigError, match=r"speed\.fp8_base.*attention_backend 'fa4'"):
+        load_config(_write(tmp_path, lambda r: r["speed"].update(fp8_base=True)), "full")  # full: fa4
+    with pytest.raises(ConfigError, match=r"speed\.fp8_base.*keep_ffn_blocks"):
+        load_config(_write(tmp_path, lambda r: r["speed"].update(keep_ffn_blocks=2, fp8_base=True)), "smoke")
     with pytest.raises(ConfigError, match=r"lora\.targets.*attention layers only"):
-        load_config(_write(tmp_path, lambda r: (r["train"].update(keep_ffn_blocks=2),
-                                                r["lora"].update(targets=["attn1.to_q", "ffn.net.2"]))), "full")
+        load_config(_write(tmp_path, lambda r: (r["speed"].update(keep_ffn_blocks=2),
+                                                r["lora"].update(targets=["attn1.to_q", "ffn.net.2"]))), "smoke")
+    with pytest.raises(ConfigError, match=r"speed\.attention_backend.*fa5"):
+        load_config(_write(tmp_path, lambda r: r["speed"].update(attention_backend="fa5")), "smoke")
 
 
 def test_missing_key_is_rejected(tmp_path: Path):
@@ -81,9 +82,12 @@ def test_missing_key_is_rejected(tmp_path: Path):
 
 
 def test_profile_may_not_change_the_algorithm(tmp_path: Path):
-    path = _write(tmp_path, lambda r: r["profiles"]["smoke"].update({"lora.rank": 4}))
+    path = _write(tmp_path, lambda r: r.update(profiles={"smoke": {"lora.rank": 4}}))
     with pytest.raises(ConfigError, match=r"profiles\.smoke\.lora\.rank"):
         load_config(path, "smoke")
+    for profile in ("smoke", "proxy"):  # the shared profile files keep to the same whitelist
+        load_config(LORA_R8, profile)
+        assert (CONFIGS_ROOT / "profiles" / f"{profile}.yaml").is_file()
 
 
 def test_profiles_differ_only_in_whitelisted_keys():
@@ -105,11 +109,73 @@ def test_unknown_profile_is_rejected():
         load_config(LORA_R8, "huge")
 
 
-@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if yaml.safe_load(p.read_text())["parent"]],
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if yaml.safe_load(p.read_text()).get("parent")],
                          ids=lambda p: p.parent.name)
 @pytest.mark.parametrize("profile", PROFILES)
-def test_ablation_differs_from_its_parent_exactly_in_the_keys_it_declares(path: Path, profile: str):
+def test_ablation_differs_from_its_parent_exactly_in_the_keys_its_file_sets(path: Path, profile: str):
     cfg = load_config(path, profile)
     parent = load_config(ROOT / "experiments" / cfg.parent / "config.yaml", profile)
     changed = set(config_diff(parent, cfg)) - {"name", "parent", "varies"}
-    assert changed == set(cfg.varies)
+    assert changed == set(cfg.varies)  # a key set to its parent's value would be in varies and fail here
+
+
+def _family(tmp_path: Path, child: dict) -> Path:
+    """experiments/lora_r8 (a copy) and experiments/child/config.yaml = `child` under tmp_path."""
+    (tmp_path / "lora_r8").mkdir()
+    (tmp_path / "lora_r8" / "config.yaml").write_text(LORA_R8.read_text())
+    (tmp_path / "child").mkdir()
+    path = tmp_path / "child" / "config.yaml"
+    path.write_text(yaml.safe_dump(child))
+    return path
+
+
+def test_a_child_holds_only_its_changes_and_they_are_its_varies(tmp_path: Path):
+    path = _family(tmp_path, {"name": "child", "parent": "lora_r8", "lora": {"rank": 4},
+                              "eval": {"domains": {"photos": "data/photos/test"}},
+                              "profiles": {"smoke": {"train.steps": 2}}})
+    cfg, parent = load_config(path, "smoke"), load_config(LORA_R8, "smoke")
+    assert cfg.varies == ["eval.domains", "lora.rank"] and cfg.parent == "lora_r8"
+    assert cfg.lora.rank == 4 and cfg.lora.alpha == parent.lora.alpha  # a section merges key by key
+    assert load_config(path, "full").eval.domains == {"photos": "data/photos/test"}  # a mapping: replaced whole
+    assert cfg.train.steps == 2 and load_config(path, "proxy").train.steps == load_config(LORA_R8, "proxy").train.steps
+
+
+@pytest.mark.parametrize("child, key", [
+    ({"name": "child", "parent": "lora_r8", "varies": ["lora.rank"]}, "varies"),  # derived, never written
+    ({"name": "child", "parent": "missing"}, "parent"),
+    ({"name": "child", "parent": "child"}, "parent"),  # a cycle
+    ({"name": "child", "parent": "lora_r8", "lora": {"rnak": 4}}, "lora.rnak"),
+    ({"name": "child", "parent": "lora_r8", "kind": "metric"}, "kind"),
+    ({"parent": "lora_r8"}, "name"),
+])
+def test_a_bad_child_is_rejected_naming_the_key(tmp_path: Path, child: dict, key: str):
+    with pytest.raises(ConfigError) as err:
+        load_config(_family(tmp_path, child), "smoke")
+    assert err.value.key == key
+
+
+def test_profile_placeholder_names_the_profile():
+    for profile in PROFILES:
+        cfg = load_config(ROOT / "experiments" / "robust_lpips_r8" / "config.yaml", profile)
+        assert cfg.perceptual.heads == cfg.eval.rlpips_heads == f"results/rlpips_metric/{profile}/heads_rlpips.safetensors"
+        assert "{profile}" not in str(cfg)
+
+
+def test_hardware_presets_set_the_full_profiles_speed_levers_only():
+    default, h200 = load_config(LORA_R8, "full"), load_config(LORA_R8, "full", hardware="h200-141gb")
+    assert default.hardware == "h100-80gb" and default.speed.offload_blocks == 40 and default.speed.keep_ffn_blocks == 0
+    assert h200.hardware == "h200-141gb" and h200.speed.keep_ffn_blocks == 40
+    assert set(config_diff(default, h200)) == {"hardware", "speed.keep_ffn_blocks"}
+    assert load_config(LORA_R8, "smoke").speed == type(default.speed)()  # smoke and proxy run the plain step
+    with pytest.raises(ConfigError, match="presets apply to --profile full"):
+        load_config(LORA_R8, "smoke", hardware="h200-141gb")
+    with pytest.raises(ConfigError, match=r"one of the presets \['h100-80gb', 'h200-141gb'\]"):
+        load_config(LORA_R8, "full", hardware="a100-40gb")
+
+
+def test_resolving_a_config_imports_no_torch():
+    code = ("import sys; from cinelora.config import load_config; "
+            "[load_config(p, 'full') for p in sys.argv[1:]]; "
+            "sys.exit('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, EXPERIMENTS)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or "cinelora.config imported torch"

@@ -6,7 +6,7 @@ import torch
 
 from cinelora import models
 from cinelora.cli import main
-from cinelora.context_parallel import Layout, check_shapes, enable, sum_gradient_over_group
+from cinelora.speed.context_parallel import Layout, check_shapes, enable, sum_gradient_over_group
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cinelora.data import (VideoClipDataset, VideoDataError, decode_frames, read_clip_records, resize_and_crop,
+from cinelora.data.videos import (VideoClipDataset, VideoDataError, decode_frames, read_clip_records, resize_and_crop,
                            write_video)
-from cinelora.world import render_clip
+from cinelora.data.world import render_clip
 
 
 def _grey_ramp(num_frames: int, height: int = 32, width: int = 32) -> np.ndarray:

@@ -2,28 +2,22 @@
 and the CLI's refusal to overwrite finished metrics without --force."""
 import dataclasses
 import os
-from pathlib import Path
 
 import pytest
 
 from cinelora import evaluate as ev
 from cinelora.cli import main
-from cinelora.config import load_config
-from cinelora.world import generate_world
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 PER_CLIP = {"lpips", "clip_sim", "frame_consistency", "temporal_lpips_gap", "flicker"}
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-    base = load_config(ROOT / "experiments" / "base" / "config.yaml", "smoke")
-    root = tmp_path_factory.mktemp("world")
-    world = dataclasses.replace(base.world, root=str(root), domains=["actors"], splits={"test": 2})
-    generate_world(world, progress=False)
-    e = dataclasses.replace(base.eval, domains={"actors": str(root / "actors" / "test")}, clips_per_domain=2,
-                            rlpips_heads="", attack_steps=1)
-    return dataclasses.replace(base, world=world, eval=e)
+def cfg(tiny_world):
+    base = tiny_world("base", ["actors"], {"test": 2})
+    return dataclasses.replace(base, eval=dataclasses.replace(base.eval, clips_per_domain=2, rlpips_heads="",
+                                                              attack_steps=1))
 
 
 def test_rows_cover_every_metric_and_condition_and_the_cache_is_reused(cfg, tmp_path, monkeypatch):
@@ -44,11 +38,12 @@ def test_rows_cover_every_metric_and_condition_and_the_cache_is_reused(cfg, tmp_
 
 
 def test_cli_evaluate_refuses_to_overwrite_without_force(cfg, tmp_path, monkeypatch):
-    config = tmp_path / "config.yaml"
-    text = (ROOT / "experiments" / "base" / "config.yaml").read_text()
-    config.write_text(text.replace("    eval.clips_per_domain: 2\n", "    eval.clips_per_domain: 1\n")
-                      .replace("    eval.rlpips_heads: results/rlpips_metric/smoke/heads_rlpips.safetensors\n",
-                               "    eval.rlpips_heads: \"\"\n"))
+    (tmp_path / "lora_r8").mkdir()
+    (tmp_path / "lora_r8" / "config.yaml").write_text((ROOT / "experiments" / "lora_r8" / "config.yaml").read_text())
+    (tmp_path / "base").mkdir()
+    config = tmp_path / "base" / "config.yaml"
+    config.write_text((ROOT / "experiments" / "base" / "config.yaml").read_text()
+                      + 'profiles:\n  smoke: {eval.clips_per_domain: 1, eval.rlpips_heads: ""}\n')
     monkeypatch.chdir(tmp_path)
     calls = []
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or [

@@ -14,11 +14,13 @@ import torch
 import yaml
 from torch.nn import attention
 
-from cinelora import fa4, lora, models, objective
-from cinelora.bench.step_bench import cached_inputs
+from cinelora import lora, models, objective
+from cinelora.speed import fa4
+from bench.step_bench import cached_inputs
 from cinelora.config import ConfigError, LoraConfig, ModelConfig, load_config
 from cinelora.preflight import missing_inputs
-from cinelora.speed import SpeedLevers, apply_speed_levers
+from cinelora.speed.checkpointing import apply_speed_levers
+from cinelora.speed.levers import SpeedLevers
 
 LORA_R8 = Path(__file__).resolve().parents[1] / "experiments" / "lora_r8" / "config.yaml"
 
@@ -46,7 +48,7 @@ def test_fa4_on_a_cpu_model_says_which_gpus_it_needs(smoke_transformer, monkeypa
 
 def _config_with(tmp_path: Path, backend: str) -> Path:
     raw = yaml.safe_load(LORA_R8.read_text())
-    raw["train"]["attention_backend"] = backend
+    raw["speed"]["attention_backend"] = backend
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -56,15 +58,15 @@ def test_preflight_reports_the_missing_package(tmp_path, monkeypatch):
     cfg = load_config(_config_with(tmp_path, "fa4"), "full")
     monkeypatch.setattr(fa4, "installed", lambda: False)
     lines = missing_inputs(cfg, train=True, evaluate=False)
-    assert any(line.startswith("train.attention_backend: fa4 needs the flash-attn-4 package") for line in lines)
+    assert any(line.startswith("speed.attention_backend: fa4 needs the flash-attn-4 package") for line in lines)
     monkeypatch.setattr(fa4, "installed", lambda: True)
     assert not any("flash-attn-4" in line for line in missing_inputs(cfg, train=True, evaluate=False))
 
 
 def test_config_accepts_fa4_and_rejects_other_names(tmp_path):
-    assert load_config(_config_with(tmp_path, "fa4"), "full").train.attention_backend == "fa4"
-    with pytest.raises(ConfigError, match=r"train\.attention_backend.*fa5"):
-        load_config(_config_with(tmp_path, "fa5"), "full")
+    assert load_config(_config_with(tmp_path, "fa4"), "smoke").speed.attention_backend == "fa4"
+    with pytest.raises(ConfigError, match=r"speed\.attention_backend.*fa5"):
+        load_config(_config_with(tmp_path, "fa5"), "smoke")
 
 
 def test_kernel_module_hands_torch_two_forward_outputs(monkeypatch):
@@ -140,5 +142,5 @@ def test_fa4_gradients_equal_cudnn_under_every_lever(monkeypatch):
 
 
 def test_fp8_with_fa4_is_refused_before_any_work():
-    with pytest.raises(ValueError, match="fp8_base with attention_backend 'fa4'"):
+    with pytest.raises(ValueError, match="fp8_base.*with attention_backend 'fa4'"):
         SpeedLevers(attention_backend="fa4", fp8_base=True)

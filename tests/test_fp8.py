@@ -3,7 +3,8 @@ and the conversion of a LoRA transformer's frozen linears (LoRA layers untouched
 import pytest
 import torch
 
-from cinelora import fp8, lora, models
+from cinelora import lora, models
+from cinelora.speed import fp8
 from cinelora.config import LoraConfig
 
 

@@ -11,7 +11,7 @@ from cinelora import models
 from cinelora.config import ModelConfig
 from cinelora.tokenizer import SPECIAL_TOKENS, build_caption_tokenizer, caption_vocab
 
-SMOKE = ModelConfig(source="random", architecture="smoke", weight_dtype="fp32", flow_shift=5.0)
+from conftest import SMOKE_MODEL as SMOKE
 
 
 def _transformer_inputs(c: models.WanComponents, batch: int = 2, seed: int = 0) -> dict:
@@ -34,8 +34,8 @@ def _forward(c: models.WanComponents, inputs: dict) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def smoke() -> models.WanComponents:
-    return models.build_components(SMOKE, seed=0)
+def smoke(smoke_components) -> models.WanComponents:
+    return smoke_components
 
 
 def test_smoke_transformer_is_the_i2v_architecture_and_uses_the_image_tokens(smoke):

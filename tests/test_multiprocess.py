@@ -20,14 +20,16 @@ RUN = ["-m", "cinelora", "train", "--profile", "smoke", "--config"]
 FSDP2 = ROOT / "configs" / "accelerate" / "2gpu_fsdp.yaml"
 
 
-def _config(tmp: Path, name: str, grad_accum: int, experiment: str = "lora_r8") -> Path:
-    text = (ROOT / "experiments" / experiment / "config.yaml").read_text()
-    text = text.replace(f"name: {experiment}", f"name: {name}").replace("  grad_accum: 4 ", f"  grad_accum: {grad_accum} ")
-    text = text.replace("    train.steps: 6\n", "    train.steps: 2\n").replace("    train.val_every: 3\n", "    train.val_every: 2\n")
-    text = text.replace("    train.checkpoint_every: 3\n", "    train.checkpoint_every: 1\n")  # step_1 to resume from
-    assert f"grad_accum: {grad_accum} " in text and "train.steps: 2\n" in text and "checkpoint_every: 1\n" in text
-    path = tmp / f"{name}.yaml"
-    path.write_text(text)
+def _config(tmp: Path, name: str, grad_accum: int, parent: str = "lora_r8") -> Path:
+    """`tmp`/experiments/<name>/config.yaml, beside a copy of the repository's experiments: `parent`'s smoke run with
+    `grad_accum` micro-batches a step, 2 steps, a checkpoint after each (step 1 to resume from)."""
+    experiments = tmp / "experiments"
+    if not experiments.exists():
+        shutil.copytree(ROOT / "experiments", experiments)
+    (experiments / name).mkdir()
+    path = experiments / name / "config.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "parent": parent, "train": {"grad_accum": grad_accum}, "profiles": {
+        "smoke": {"train.steps": 2, "train.val_every": 2, "train.checkpoint_every": 1}}}))
     return path
 
 

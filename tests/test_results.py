@@ -1,7 +1,6 @@
-"""The run-directory contract: metrics format, run-dir claiming, atomic writes, provenance."""
+"""The tidy metrics format and provenance (the run folder itself: test_runner.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -9,15 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cinelora import provenance, results
 from cinelora.config import ExperimentConfig, config_hash
 from cinelora.provenance import collect_provenance, git_sha
-from cinelora.results import (
-    METRIC_COLUMNS, METRICS, Metric, ResultsExistError, append_jsonl, atomic_write_text, claim_run_dir, read_metrics,
-    read_results, run_dir, write_metrics, write_resolved_config,
-)
+from cinelora.results import METRIC_COLUMNS, METRICS, Metric, read_metrics, read_results, write_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = ",".join(METRIC_COLUMNS) + "\n"
@@ -114,76 +109,6 @@ def test_read_results_rejects_rows_filed_under_another_run(tmp_path):
     write_metrics([metric_row(experiment="lora_r8")], path)
     with pytest.raises(ValueError, match="folder says \\('lpips_r8', 'smoke'\\)"):
         read_results(tmp_path)
-
-
-def test_run_dir_is_experiment_then_profile_and_refuses_a_path_as_name(tmp_path):
-    assert run_dir(tmp_path, ExperimentConfig(name="lora_r8", profile="proxy")) == tmp_path / "lora_r8" / "proxy"
-    for name in ("", "a/b", ".."):
-        with pytest.raises(ValueError, match="cannot name a results folder"):
-            run_dir(tmp_path, ExperimentConfig(name=name))
-
-
-def test_claim_run_dir_refuses_a_finished_run_without_force(tmp_path):
-    run = claim_run_dir(tmp_path / "lora_r8" / "smoke", force=False)
-    (run / "metrics.csv").write_text("kept")
-    (run / "provenance.json").write_text("{}")
-    with pytest.raises(ResultsExistError, match="--force"):
-        claim_run_dir(run, force=False)
-    assert (run / "metrics.csv").read_text() == "kept"
-
-
-def test_claim_run_dir_with_force_clears_a_finished_run(tmp_path):
-    run = claim_run_dir(tmp_path / "run", force=False)
-    (run / "provenance.json").write_text("{}")
-    (run / "lora").mkdir()
-    assert claim_run_dir(run, force=True) == run
-    assert run.is_dir() and list(run.iterdir()) == []
-
-
-def test_claim_run_dir_reuses_an_unfinished_run(tmp_path):
-    run = claim_run_dir(tmp_path / "run", force=False)
-    (run / "train_log.jsonl").write_text('{"step":1}\n')
-    claim_run_dir(run, force=False)
-    assert (run / "train_log.jsonl").read_text() == '{"step":1}\n'
-
-
-def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
-    target = tmp_path / "metrics.csv"
-    atomic_write_text(target, "first\n")
-    atomic_write_text(target, "second\n")
-    assert target.read_text() == "second\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
-
-
-def test_atomic_write_that_fails_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    target = tmp_path / "provenance.json"
-    atomic_write_text(target, "old")
-
-    def killed_rename(src, dst):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", killed_rename)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write_text(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["provenance.json"]
-
-
-def test_write_resolved_config_hash_matches_the_written_yaml(tmp_path):
-    cfg = ExperimentConfig(name="lora_r8", profile="smoke", seed=3)
-    write_resolved_config(tmp_path, cfg)
-    resolved = yaml.safe_load((tmp_path / "config.resolved.yaml").read_text())
-    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()
-    assert (tmp_path / "config.sha256").read_text() == hashlib.sha256(canonical).hexdigest() + "\n"
-    assert resolved["seed"] == 3 and config_hash(cfg) == hashlib.sha256(canonical).hexdigest()
-
-
-def test_append_jsonl_adds_one_parsable_line_per_record(tmp_path):
-    log = tmp_path / "train_log.jsonl"
-    append_jsonl(log, {"step": 1, "loss": 0.5})
-    append_jsonl(log, {"step": 2, "loss": 0.25})
-    assert [json.loads(line) for line in log.read_text().splitlines()] == [
-        {"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
 
 
 def _strings(value):

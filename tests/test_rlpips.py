@@ -12,11 +12,11 @@ import yaml
 from cinelora import cli
 from cinelora.adversarial import pixel_eps_to_unit_range
 from cinelora.config import RLPIPSConfig, load_config
-from cinelora.metrics.bapps import TwoAFCDataset
+from cinelora.data.bapps import TwoAFCDataset
 from cinelora.metrics.lpips_distance import MissingWeightsError, build_lpips, new_lpips, save_heads
-from cinelora.metrics.two_afc_world import write_two_afc_world
+from cinelora.data.two_afc_world import write_two_afc_world
 from cinelora.results import ATTACK_CONDITION
-from cinelora.rlpips import (attack_triplets, condition_name, evaluate_heads, lpips_features, lpips_from_features,
+from cinelora.metrics.rlpips import (attack_triplets, condition_name, evaluate_heads, lpips_features, lpips_from_features,
                              lr_factor, ranking_loss, train_heads)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,10 +155,10 @@ def test_experiment_config_states_the_r_lpips_recipe():
 def test_cli_runs_a_metric_experiment_end_to_end_and_resumes(tmp_path, monkeypatch):
     raw = yaml.safe_load((REPO / "experiments" / "rlpips_metric" / "config.yaml").read_text())
     raw["world"].update(height=64, width=64)
-    raw["profiles"]["smoke"].update({"rlpips.procedural_triplets": {"train": 10, "val": 6}, "rlpips.patch_size": 32,
+    raw["profiles"] = {"smoke": {"rlpips.procedural_triplets": {"train": 10, "val": 6}, "rlpips.patch_size": 32,
                                      "rlpips.train_sets": ["traditional"], "rlpips.val_sets": ["cnn"],
                                      "rlpips.batch_size": 5, "rlpips.decay_epochs": 0, "rlpips.attack_steps": 1,
-                                     "rlpips.eval_pgd_steps": 1})
+                                     "rlpips.eval_pgd_steps": 1}}
     raw["rlpips"]["eval_eps_255"] = [4.0]
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))

@@ -10,26 +10,18 @@ from safetensors.torch import load_file
 
 from cinelora import flow_matching, lora, models, objective, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
-from cinelora.config import load_config
-from cinelora.world import generate_world
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from cinelora.runner import RunDir
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-    base = load_config(ROOT / "experiments" / "lora_r8" / "config.yaml", "smoke")
-    root = tmp_path_factory.mktemp("world")
-    world = dataclasses.replace(base.world, root=str(root), domains=["cinematic"], splits={"train": 3, "val": 1})
-    generate_world(world, progress=False)
-    data = dataclasses.replace(base.data, train=str(root / "cinematic" / "train"), val=str(root / "cinematic" / "val"))
+def cfg(tiny_world):
+    base = tiny_world("lora_r8", ["cinematic"], {"train": 3, "val": 1})
     tr = dataclasses.replace(base.train, steps=4, grad_accum=2, val_every=2, val_batches=1, checkpoint_every=2,
                              log_every=1, early_stop_patience=0)
-    return dataclasses.replace(base, world=world, data=data, train=tr)
+    return dataclasses.replace(base, train=tr)
 
 
 def _run(cfg, tmp: Path) -> train.TrainResult:
-    return train.train(cfg, tmp / "out", tmp / "ckpt", progress=False)
+    return train.train(cfg, RunDir(tmp / "out", tmp / "state"), progress=False)
 
 
 def test_one_step_changes_only_lora_weights(cfg):
@@ -55,7 +47,7 @@ def test_killed_run_resumes_to_the_same_lora(cfg, tmp_path, monkeypatch):
     real_loss = flow_matching.flow_matching_loss
 
     def killed_after_first_checkpoint(pred, target):
-        if latest_checkpoint(tmp_path / "b" / "ckpt") is not None:
+        if latest_checkpoint(tmp_path / "b" / "state" / "checkpoints") is not None:
             raise KeyboardInterrupt  # the process dies mid-step 3
         return real_loss(pred, target)
 
@@ -78,12 +70,12 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(cfg, tmp_path, monkeypa
 
     def nan_after_first_checkpoint(pred, target):
         loss = real_loss(pred, target)
-        return loss * float("nan") if latest_checkpoint(tmp_path / "ckpt") is not None else loss
+        return loss * float("nan") if latest_checkpoint(tmp_path / "state" / "checkpoints") is not None else loss
 
     monkeypatch.setattr(flow_matching, "flow_matching_loss", nan_after_first_checkpoint)
     with pytest.raises(train.NonFiniteLossError, match=r"step 3.*step_0000002"):
         _run(cfg, tmp_path)
-    state, lora_sd, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "ckpt"))
+    state, lora_sd, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "state" / "checkpoints"))
     assert state.step == 2 and all(torch.isfinite(v).all() for v in lora_sd.values())
 
 
@@ -92,7 +84,7 @@ def test_early_stopping_keeps_the_best_lora(cfg, tmp_path):
                                                                 early_stop_min_delta=1e9, steps=8))
     result = _run(strict, tmp_path)
     assert result.stopped_early and result.steps == 4 and result.best_step == 2
-    best = load_checkpoint(latest_checkpoint(tmp_path / "ckpt"))[3]
+    best = load_checkpoint(latest_checkpoint(tmp_path / "state" / "checkpoints"))[3]
     saved = load_file(result.lora_dir / "pytorch_lora_weights.safetensors")
     assert len(best) == len(saved)
     assert sorted(torch.cat([v.flatten() for v in best.values()]).tolist()) == \
@@ -116,7 +108,7 @@ def _with(cfg, **sections):
 def test_perceptual_loss_sends_gradients_into_the_lora_only(cfg):
     cfg = _with(cfg, perceptual={"enabled": True, "backbone": "random", "weight": 1.0, "frames": 2})
     c, inputs, sigmas, noise = _components_and_inputs(cfg)
-    distance = train.PerceptualDistance(cfg.perceptual, cfg.seed, torch.device("cpu"))
+    distance = objective.PerceptualDistance(cfg.perceptual, cfg.seed, torch.device("cpu"))
     loss, terms = objective.objective(c.transformer, c, inputs, sigmas, noise, distance, 1.0)
     terms["perceptual"].backward()  # the perceptual term alone
     named = dict(c.transformer.named_parameters())
@@ -130,18 +122,13 @@ def test_adversarial_conditioning_touches_no_parameter_state(cfg):
     c, inputs, sigmas, noise = _components_and_inputs(cfg)
     opt = torch.optim.AdamW(lora.lora_parameters(c.transformer), lr=1e-3)
     loss_clean, _ = objective.objective(c.transformer, c, inputs, sigmas, noise, None, 0.0)
-    frames = inputs["video"].shape[2]
-
-    def loss_of_frame(first):
-        condition, image = objective.encode_condition(c, first, frames, torch.float32)
-        return objective.objective(c.transformer, c, {**inputs, "condition": condition, "image": image},
-                                sigmas, noise, None, 0.0)[0]
-
-    adv = train.attack_condition(loss_of_frame, inputs["first"], cfg.adversarial)
+    adv = objective.attack_condition(c.transformer, c, inputs, sigmas, noise, cfg.adversarial)
     assert all(p.grad is None for p in c.transformer.parameters()) and not opt.state  # the attack left no trace
     assert (adv - inputs["first"]).abs().max() <= 2 * 8 / 255 + 1e-6 and adv.min() >= -1 and adv.max() <= 1
-    assert loss_of_frame(adv).item() > loss_clean.item()
-    loss, terms = train._training_loss(c.transformer, c.transformer, c, inputs, sigmas, noise, cfg, None)
+    condition, image = objective.encode_condition(c, adv, inputs["video"].shape[2], torch.float32)
+    attacked = {**inputs, "condition": condition, "image": image}
+    assert objective.objective(c.transformer, c, attacked, sigmas, noise, None, 0.0)[0].item() > loss_clean.item()
+    loss, terms = objective.TrainingObjective(cfg, c, None)(c.transformer, c.transformer, inputs, sigmas, noise)
     loss.backward()
     opt.step()
     lora_ids = {id(p) for p in lora.lora_parameters(c.transformer)}

@@ -1,39 +1,30 @@
 """The two-stage recipe: a style LoRA trained on single frames, then a motion LoRA trained on clips with the
 style LoRA frozen; both load together in the stock diffusers pipeline."""
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 
 from cinelora import lora, models, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
-from cinelora.config import load_config
-from cinelora.world import generate_world
-
-ROOT = Path(__file__).resolve().parents[1]
+from cinelora.runner import RunDir
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    base = load_config(ROOT / "experiments" / "two_stage_r8" / "config.yaml", "smoke")
+def trained(tiny_world, tmp_path_factory):
+    base = tiny_world("two_stage_r8", ["cinematic"], {"train": 2, "val": 1})
     root = tmp_path_factory.mktemp("two_stage")
-    world = dataclasses.replace(base.world, root=str(root / "world"), domains=["cinematic"],
-                                splits={"train": 2, "val": 1})
-    generate_world(world, progress=False)
-    data = dataclasses.replace(base.data, train=str(root / "world" / "cinematic" / "train"),
-                               val=str(root / "world" / "cinematic" / "val"))
     tr = dataclasses.replace(base.train, steps=2, style_steps=2, grad_accum=1, val_every=2, val_batches=1,
                              checkpoint_every=2, lr=1e-2, early_stop_patience=0)
-    cfg = dataclasses.replace(base, world=world, data=data, train=tr)
-    train.train(cfg, root / "out", root / "ckpt", progress=False)
+    cfg = dataclasses.replace(base, train=tr)
+    train.train(cfg, RunDir(root / "out", root / "state"), progress=False)
     return cfg, root
 
 
 def test_motion_stage_leaves_the_style_lora_untouched(trained):
     _, root = trained
-    style = load_checkpoint(latest_checkpoint(root / "ckpt" / "style"))[1]
-    motion = load_checkpoint(latest_checkpoint(root / "ckpt" / "motion"))[1]
+    style = load_checkpoint(latest_checkpoint(root / "state" / "style" / "checkpoints"))[1]
+    motion = load_checkpoint(latest_checkpoint(root / "state" / "checkpoints"))[1]
     style_keys = [k for k in motion if ".style." in k]
     assert style_keys and all(torch.equal(motion[k], style[k]) for k in style_keys)
     assert any(".motion." in k and "lora_B" in k and motion[k].abs().sum() > 0 for k in motion)

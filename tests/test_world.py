@@ -5,9 +5,9 @@ import decord
 import numpy as np
 import pytest
 
-import cinelora.world as world
+import cinelora.data.world as world
 from cinelora.config import WorldConfig
-from cinelora.world import DOMAINS, PHOTOS, SPLIT_BLOCK, WorldError, generate_world, render_clip
+from cinelora.data.world import DOMAINS, PHOTOS, SPLIT_BLOCK, WorldError, generate_world, render_clip
 
 SMALL = {"height": 32, "width": 32, "num_frames": 5}
 

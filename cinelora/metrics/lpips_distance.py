@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from cinelora import seeding
-from cinelora.results import atomic_write_bytes, atomic_write_text
+from cinelora.atomic import atomic_write_bytes, atomic_write_text
 
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 SHIPPED_HEADS_DIR = Path(lpips.__file__).parent / "weights" / "v0.1"

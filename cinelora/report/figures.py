@@ -1,49 +1,32 @@
 """Paper figures of the generator study: qualitative frame strips, training curves, per-domain bars with CIs.
 
 Each figure shows the most real profile that has its inputs (full, else proxy, else smoke) and says which in its
-title. Outputs go through `figures_metric.save_figure` (PDF with DejaVu Sans embedded as TrueType, no dates or
+title. Outputs go through `cinelora.report.save_figure` (PDF with DejaVu Sans embedded as TrueType, no dates or
 software versions in the metadata, and a PNG copy for the README), so rebuilding gives the same bytes.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
+from cinelora.config import PROFILES
+from cinelora.report import STYLE, most_real_profile, save_figure
+from cinelora.report.table2 import clip_matrix, domain_sort_key, domain_title
+from cinelora.results import KEY_COLUMNS, METRICS, read_results
+from cinelora.stats import bootstrap_mean_ci
+from cinelora.study import CURVE_EXPERIMENTS, METHODS, PROFILE_TEXT
 
-from cinelora.config import PROFILES  # noqa: E402
-from cinelora.report.figures_metric import STYLE, save_figure  # noqa: E402
-from cinelora.report.table2 import METHODS, TRAIN_DOMAIN, clip_matrix, domain_sort_key  # noqa: E402
-from cinelora.results import KEY_COLUMNS, METRICS, read_results  # noqa: E402
-from cinelora.stats import bootstrap_mean_ci  # noqa: E402
-
-PROFILE_TITLES = {"full": "full: Wan2.1-I2V-14B",
-                  "proxy": "proxy: small Wan on the procedural world, not Wan2.1-14B",
-                  "smoke": "smoke: random-weight tiny models, a pipeline check, not evidence"}
 COLOURS = {"base": "#7f7f7f", "lora_r8": "#1f77b4", "lpips_r8": "#2ca02c", "robust_lpips_r8": "#d62728",
            "robust_lpips_r8_noearlystop": "#ff7f0e"}
-CURVE_EXPERIMENTS = (*METHODS, "robust_lpips_r8_noearlystop")  # the main run without early stopping, for contrast
 BAR_METRICS = ("lpips", "clip_sim", "temporal_lpips_gap")
 PERCEPTUAL_LABELS = {"lpips": "LPIPS", "rlpips": "R-LPIPS"}
-
-
-def first_profile(present: Iterable[str]) -> str:
-    """The most real profile among `present`: full, else proxy, else smoke."""
-    present = set(present)
-    return next(p for p in PROFILES if p in present)
-
-
-def domain_title(domain: str) -> str:
-    return f"{domain} ({'fine-tuning' if domain == TRAIN_DOMAIN else 'held out'})"
 
 
 # --- qualitative frame strips -------------------------------------------------------------------------------
@@ -56,7 +39,7 @@ def strip_paths(results_root: Path) -> tuple[str | None, dict[tuple[str, str], P
              for p in sorted(Path(results_root).glob("*/*/samples/*.png")) if p.parent.parent.parent.name in METHODS}
     if not found:
         return None, {}
-    profile = first_profile(p for p, _, _ in found)
+    profile = most_real_profile(p for p, _, _ in found)
     return profile, {(m, d): path for (p, m, d), path in found.items() if p == profile}
 
 
@@ -84,7 +67,7 @@ def make_frame_strips(strips: dict[tuple[str, str], np.ndarray], profile: str) -
                 if j == 0:
                     ax.set_ylabel(label, rotation=0, ha="right", va="center")
             axes[0][j].set_title(domain_title(domain))
-        fig.suptitle(f"Generated frames (clean conditioning frame), {PROFILE_TITLES[profile]}", fontsize=8)
+        fig.suptitle(f"Generated frames (clean conditioning frame), {PROFILE_TEXT[profile].title}", fontsize=8)
         fig.tight_layout()
     return fig
 
@@ -96,7 +79,6 @@ def frame_strips_main(results_root: Path, out: Path) -> None:
         raise FileNotFoundError(f"no {results_root}/<method>/<profile>/samples/<domain>.png for methods "
                                 f"{list(METHODS)}")
     strips = {key: np.asarray(Image.open(path).convert("RGB")) for key, path in paths.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(make_frame_strips(strips, profile), out)
 
 
@@ -135,7 +117,7 @@ def read_training(results_root: Path) -> tuple[str | None, dict[str, TrainingRun
                 facts["stopped_early"], signal, cfg["perceptual"]["metric"])
     if not runs:
         return None, {}
-    profile = first_profile(p for p, _ in runs)
+    profile = most_real_profile(p for p, _ in runs)
     return profile, {e: run for (p, e), run in runs.items() if p == profile}
 
 
@@ -177,7 +159,7 @@ def make_training_curves(runs: dict[str, TrainingRun], profile: str) -> plt.Figu
         handles["kept LoRA (best early-stopping signal)"] = plt.Line2D([], [], marker="*", color="k", linestyle="none")
         handles["early stop"] = plt.Line2D([], [], marker="x", color="k", linestyle="none")
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, frameon=False, fontsize=6)
-        fig.suptitle(f"Training curves, {PROFILE_TITLES[profile]}", fontsize=8)
+        fig.suptitle(f"Training curves, {PROFILE_TEXT[profile].title}", fontsize=8)
         fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
@@ -188,7 +170,6 @@ def training_curves_main(results_root: Path, out: Path) -> None:
     if profile is None:
         raise FileNotFoundError(f"no finished training run (train_log.jsonl, train_summary.json, config.resolved.yaml) "
                                 f"of {list(CURVE_EXPERIMENTS)} under {results_root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(make_training_curves(runs, profile), out)
 
 
@@ -201,7 +182,7 @@ def bar_rows(metrics: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
                    & metrics["metric"].isin(list(BAR_METRICS))].sort_values(list(KEY_COLUMNS), kind="stable")
     if rows.empty:
         return None, rows
-    profile = first_profile(rows["profile"])
+    profile = most_real_profile(rows["profile"])
     return profile, rows[rows["profile"] == profile]
 
 
@@ -236,17 +217,16 @@ def make_domain_bars(metrics: pd.DataFrame) -> plt.Figure:
             ax.grid(True, axis="y", linewidth=0.3)
         fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(methods), frameon=False)
         fig.suptitle(f"Per-domain means (clean conditioning frames) with 95% bootstrap CIs over clips\n"
-                     f"{PROFILE_TITLES[profile]}", fontsize=8)
+                     f"{PROFILE_TEXT[profile].title}", fontsize=8)
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def domain_bars_main(results_root: Path, out: Path) -> None:
     """`python -m cinelora report domain-bars`: results/*/*/metrics.csv → `out` (+ PNG)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(make_domain_bars(read_results(results_root)), out)
 
 
 __all__ = ["make_frame_strips", "make_training_curves", "make_domain_bars", "frame_strips_main",
            "training_curves_main", "domain_bars_main", "strip_paths", "read_training", "training_files",
-           "bar_rows", "TrainingRun", "first_profile", "BAR_METRICS", "CURVE_EXPERIMENTS", "PROFILE_TITLES"]
+           "bar_rows", "TrainingRun", "BAR_METRICS"]

@@ -1,44 +1,29 @@
 """Paper figure, metric vs attack ε: 2AFC score of LPIPS and R-LPIPS as the L∞ attack on the reference grows.
 
 One panel per 2AFC validation set; ε = 0 is the clean score; PGD solid, FGSM dashed. The figure shows
-the most real profile in the results (full, else proxy, else smoke) and says which in its title. Output is
-byte-stable: Agg backend, DejaVu Sans embedded as TrueType (`pdf.fonttype` 42), no dates or software
-versions in the file metadata, fixed `svg.hashsalt`; the PNG copy sits next to the PDF.
+the most real profile in the results (full, else proxy, else smoke) and says which in its title. Output goes
+through `cinelora.report.save_figure` (byte-stable; the PNG copy sits next to the PDF).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import pandas as pd  # noqa: E402
+from cinelora.report import STYLE, most_real_profile, save_figure
+from cinelora.report.table1 import ATTACKS, METRIC_ROWS, set_sort_key, two_afc_rows
+from cinelora.results import read_results
+from cinelora.study import PROFILE_TEXT
 
-from cinelora.config import PROFILES  # noqa: E402
-from cinelora.report.table1 import ATTACKS, METRIC_ROWS, set_sort_key, two_afc_rows  # noqa: E402
-from cinelora.results import atomic_write_bytes, read_results  # noqa: E402
-
-STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "legend.fontsize": 7,
-    "pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "cinelora", "figure.dpi": 100, "savefig.dpi": 200,
-}
 COLOURS = {"2afc_lpips": "#1f77b4", "2afc_rlpips": "#d62728"}
 LINES = {"pgd": ("-", "o"), "fgsm": ("--", "s")}
-PROFILE_TITLES = {"full": "BAPPS, ImageNet AlexNet trunk", "proxy": "proxy: procedural 2AFC, random trunk",
-                  "smoke": "smoke: pipeline check, not evidence"}
-
-
-def figure_profile(rows: pd.DataFrame) -> str:
-    """The most real profile present: full, else proxy, else smoke."""
-    return next(p for p in PROFILES if (rows["profile"] == p).any())
 
 
 def make_metric_vs_eps(metrics: pd.DataFrame) -> plt.Figure:
     """The figure for the chosen profile; a pure function of `metrics`. Curves are means over seeds."""
     rows = two_afc_rows(metrics)
-    profile = figure_profile(rows)
+    profile = most_real_profile(rows["profile"])
     rows = rows[rows["profile"] == profile]
     experiments = sorted(rows["experiment"].unique())
     if len(experiments) != 1:
@@ -65,21 +50,9 @@ def make_metric_vs_eps(metrics: pd.DataFrame) -> plt.Figure:
             ax.grid(True, linewidth=0.3)
         axes[0][0].set_ylabel("2AFC score (%)")
         axes[0][-1].legend(loc="upper right", frameon=False)
-        fig.suptitle(f"{experiments[0]}, {PROFILE_TITLES.get(profile, profile)}", fontsize=8)
+        fig.suptitle(f"{experiments[0]}, {PROFILE_TEXT[profile].metric_title}", fontsize=8)
         fig.tight_layout()
     return fig
-
-
-def save_figure(fig: plt.Figure, pdf: Path) -> None:
-    """Write `fig` to `pdf` and a PNG copy beside it, atomically, with no dates or versions in the files."""
-    with plt.rc_context(STYLE):
-        for path, fmt, metadata in ((pdf, "pdf", {"CreationDate": None, "ModDate": None, "Creator": None,
-                                                  "Producer": None}),
-                                    (pdf.with_suffix(".png"), "png", {"Software": None})):
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, metadata=metadata)
-            atomic_write_bytes(path, buffer.getvalue())
-    plt.close(fig)
 
 
 def main(results_root: Path, out: Path) -> None:
@@ -87,8 +60,7 @@ def main(results_root: Path, out: Path) -> None:
 
     `python -m cinelora report metric-vs-eps` calls this with `results` and `paper/figures/metric_vs_eps.pdf`.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(make_metric_vs_eps(read_results(results_root)), out)
 
 
-__all__ = ["make_metric_vs_eps", "save_figure", "main", "figure_profile"]
+__all__ = ["make_metric_vs_eps", "main"]

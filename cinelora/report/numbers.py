@@ -15,29 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cinelora.config import PROFILES
-from cinelora.report import figures, latex_escape
-from cinelora.report.figures_metric import figure_profile
+from cinelora.atomic import atomic_write_text
+from cinelora.report import bootstrap_mean_ci, count_phrase, figures, fixed, latex_escape, most_real_profile
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
-from cinelora.report.table2 import (
-    BASELINE, MAIN, METHODS, PROFILE_NOTES, TRAIN_DOMAIN, clip_matrix, clip_means, count_phrase, fixed,
-    paired_on_clips,
-)
+from cinelora.report.table2 import clip_matrix, clip_means, paired_on_clips
 from cinelora.report.table3 import held_out_values
 from cinelora.report.table4 import SCALES, ComputeInputs, current_bench_steps, read_compute
-from cinelora.results import KEY_COLUMNS, atomic_write_text, read_results
-from cinelora.stats import bootstrap_mean_ci
+from cinelora.results import KEY_COLUMNS, read_results
+from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, TRAIN_DOMAIN
 
 NOT_AVAILABLE = "n/a"
 METHOD_NAMES = {"base": "Base", "lora_r8": "Lora", "lpips_r8": "Lpips", "robust_lpips_r8": "Main"}  # macro suffixes
-SCALE_MEANINGS = {"full": "Full: Wan2.1-I2V-14B scored with the published evaluator weights.", **PROFILE_NOTES}
-METRIC_MEANINGS = {
-    "full": "Full: BAPPS 2AFC sets (human judgments) with the ImageNet AlexNet trunk.",
-    "proxy": "Proxy: procedural 2AFC patches with judgments derived from distortion severity and a random AlexNet "
-             "trunk; not BAPPS numbers.",
-    "smoke": "Smoke: a tiny procedural 2AFC set, a few training steps and a random trunk; a pipeline check only, "
-             "not evidence.",
-}
 # held-out column (see table3.held_out_values) -> macro prefix; the macro suffix names the method
 STUDY_COLUMNS = {("clean", "lpips"): "HeldOutLpips", ("clean", "clip_sim"): "HeldOutClipSim",
                  ("delta", "lpips"): "RobustnessLpips"}
@@ -79,13 +67,13 @@ def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
                  *(prefix + suffix for suffix in METHOD_NAMES.values() for prefix in STUDY_COLUMNS.values()),
                  *MAIN_VS_BASELINE]
         return [Macro(n, NOT_AVAILABLE, ()) for n in names]
-    profile = next(p for p in PROFILES if (clean["profile"] == p).any())
+    profile = most_real_profile(clean["profile"])
     rows, clean = rows[rows["profile"] == profile], clean[clean["profile"] == profile]
     per_clip = clean[clean["clip"] != "all"]
     held_out = sorted(set(clean["domain"]) - {TRAIN_DOMAIN})
     macros = [
         Macro("StudyProfile", profile, _metrics_files(results_root, clean)),
-        Macro("StudyScaleMeaning", SCALE_MEANINGS[profile], ()),
+        Macro("StudyScaleMeaning", PROFILE_TEXT[profile].generator, ()),
         Macro("StudyClipsPerDomain", count_phrase(set(per_clip.groupby(["experiment", "domain"])["clip"].nunique()),
                                                   "clip"), _metrics_files(results_root, per_clip)),
         Macro("StudySeeds", count_phrase(set(clean.groupby("experiment")["seed"].nunique()), "seed"),
@@ -145,7 +133,7 @@ def metric_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
     if not metrics["metric"].isin(list(METRIC_ROWS)).any():
         return [Macro(n, NOT_AVAILABLE, ()) for n in names]
     rows = two_afc_rows(metrics)
-    profile = next(p for p in PROFILES if (rows["profile"] == p).any())
+    profile = most_real_profile(rows["profile"])
     rows = rows[rows["profile"] == profile]
     sources = _metrics_files(results_root, rows)
     pgd = rows[rows["attack"] == "pgd"]
@@ -192,12 +180,11 @@ def compute_macros(compute: ComputeInputs) -> list[Macro]:
 def figure_macros(metrics: pd.DataFrame, strips_profile: str | None, curves_profile: str | None) -> list[Macro]:
     """`\\FramesScale`, `\\CurvesScale`, `\\BarsScale`, `\\EpsScale`: the profile each figure shows and what it
     means, for the figure captions (each figure shows its most real profile; the profiles may differ)."""
+    shown = {"FramesScale": strips_profile, "CurvesScale": curves_profile, "BarsScale": figures.bar_rows(metrics)[0]}
+    macros = [Macro(name, PROFILE_TEXT[p].generator if p else NOT_AVAILABLE, ()) for name, p in shown.items()]
     two_afc = metrics[metrics["metric"].isin(list(METRIC_ROWS))]
-    profiles = {"FramesScale": (strips_profile, SCALE_MEANINGS), "CurvesScale": (curves_profile, SCALE_MEANINGS),
-                "BarsScale": (figures.bar_rows(metrics)[0], SCALE_MEANINGS),
-                "EpsScale": (figure_profile(two_afc) if len(two_afc) else None, METRIC_MEANINGS)}
-    return [Macro(name, meanings[p] if p else NOT_AVAILABLE, ())
-            for name, (p, meanings) in profiles.items()]
+    eps = PROFILE_TEXT[most_real_profile(two_afc["profile"])] if len(two_afc) else None
+    return [*macros, Macro("EpsScale", (eps.metric_brief or eps.metric) if eps else NOT_AVAILABLE, ())]
 
 
 def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[Path, dict]], compute: ComputeInputs,

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cinelora.report import figures, numbers, table2, table3, table4
-from cinelora.report.figures_metric import figure_profile
+from cinelora.atomic import atomic_write_text
+from cinelora.report import figures, most_real_profile, numbers, table2, table3, table4
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
-from cinelora.results import atomic_write_text, read_results
+from cinelora.results import read_results
+from cinelora.study import BASELINE
 
 COLUMNS = ("output", "item", "file", "git_sha", "git_state", "config_sha256")
 Entry = tuple[str, str, Path]  # (output, item, results file)
@@ -37,7 +38,7 @@ def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table
     for (p, d, e, m), cell in table2.table2_cells(metrics).items():
         entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, e, p)))
         if cell.test is not None:
-            entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, table2.BASELINE, p)))
+            entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, BASELINE, p)))
     parents = table3.ablations(configs)
     for (p, e, (kind, m)), cell in table3.table3_cells(metrics, configs).items():
         item = f"{p}/{e}/{kind}:{m}"
@@ -55,7 +56,7 @@ def figure_entries(metrics: pd.DataFrame, results_root: Path) -> list[Entry]:
     entries: list[Entry] = []
     if metrics["metric"].isin(list(METRIC_ROWS)).any():
         rows = two_afc_rows(metrics)
-        profile = figure_profile(rows)
+        profile = most_real_profile(rows["profile"])
         entries += [("figures/metric_vs_eps.pdf", f"{profile}/{e}", _metrics_file(results_root, e, profile))
                     for e in sorted(rows.loc[rows["profile"] == profile, "experiment"].unique())]
     profile, paths = figures.strip_paths(results_root)

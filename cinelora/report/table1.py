@@ -12,21 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
 from cinelora.report import CONFIDENCE, bootstrap_mean_ci, latex_escape
-from cinelora.results import ATTACK_CONDITION, KEY_COLUMNS, atomic_write_text, read_results
+from cinelora.results import ATTACK_CONDITION, KEY_COLUMNS, read_results
+from cinelora.study import METRIC_EXPERIMENT, PROFILE_TEXT
 
 METRIC_ROWS = {"2afc_lpips": "LPIPS", "2afc_rlpips": "R-LPIPS"}  # row order
 ATTACKS = {"fgsm": "FGSM", "pgd": "PGD"}
 # BAPPS's own order of its 2AFC validation sets; other sets follow alphabetically.
 SET_ORDER = ("traditional", "cnn", "mix", "superres", "deblur", "color", "frameinterp")
-_PROFILE_NOTES = {
-    "full": "Full: BAPPS 2AFC sets (human judgments) with the ImageNet AlexNet trunk.",
-    "proxy": "Proxy: procedural 2AFC patches cut from this project's world, judgments derived from distortion "
-             "severity, and a seeded random AlexNet trunk; proxy numbers, not BAPPS ones.",
-    "smoke": "Smoke: a tiny procedural 2AFC set, a few training steps and a random trunk; a pipeline check "
-             "only, not evidence.",
-}
 Column = tuple[str, float]  # ("clean", 0.0) or (attack, ε in pixel units x255)
 
 
@@ -48,7 +43,8 @@ def two_afc_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """The 2AFC rows of `metrics`, sorted, with `attack` and `eps` (pixel units ×255) parsed from `condition`."""
     rows = metrics[metrics["metric"].isin(list(METRIC_ROWS))].sort_values(list(KEY_COLUMNS), kind="stable")
     if rows.empty:
-        raise ValueError(f"table1: no rows of metrics {list(METRIC_ROWS)}: run experiments/rlpips_metric/run.sh first")
+        raise ValueError(f"table1: no rows of metrics {list(METRIC_ROWS)}: run experiments/{METRIC_EXPERIMENT}/run.sh "
+                         "first")
     parsed = [parse_condition(c) for c in rows["condition"]]
     return rows.assign(attack=[a for a, _ in parsed], eps=[e for _, e in parsed]).reset_index(drop=True)
 
@@ -84,7 +80,7 @@ def _caption(profiles: list[str], seeds: set[int]) -> str:
             + rf"; bold: the higher score of the pair. Profiles: {', '.join(profiles)}.")
     if any(p != "full" for p in profiles):
         text += " These are not full-scale numbers."
-    return " ".join([text, *(_PROFILE_NOTES[p] for p in profiles)])
+    return " ".join([text, *(PROFILE_TEXT[p].metric for p in profiles)])
 
 
 def make_table1(metrics: pd.DataFrame) -> str:

@@ -6,8 +6,7 @@ mean over clips (and seeds) ± half the width of the 95% bootstrap CI. Bold: the
 (profile, domain) block. ${}^{*}$: the per-clip values differ from the `lora_r8` baseline on the same clips
 (`cinelora.stats.paired_test`, two-sided, p < 0.05); the caption names the tests used.
 
-The study's constants (methods, baseline, fine-tuning domain) and the per-clip helpers that Table 3, the
-figures and `numbers.tex` share live here too.
+The per-clip statistics that Table 3, the figures and `numbers.tex` share live here too.
 """
 from __future__ import annotations
 
@@ -17,25 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
-from cinelora.report import latex_escape
-from cinelora.results import KEY_COLUMNS, METRICS, atomic_write_text, read_results
+from cinelora.report import ARROWS, count_phrase, fixed, format_mean_ci, latex_escape, scale_notes
+from cinelora.results import KEY_COLUMNS, METRICS, read_results
 from cinelora.stats import CONFIDENCE, N_RESAMPLES, MeanCI, PairedTest, bootstrap_mean_ci, paired_test
+from cinelora.study import BASELINE, METHODS, TRAIN_DOMAIN
 
-METHODS = ("base", "lora_r8", "lpips_r8", "robust_lpips_r8")  # DESIGN §1, row order; ablations are Table 3's
-BASELINE = "lora_r8"  # significance marks compare each method with the plain flow-matching LoRA
-MAIN = "robust_lpips_r8"
-# The generator fine-tunes on this domain only (data.train of every generator config; a test checks it).
-TRAIN_DOMAIN = "cinematic"
 TABLE2_METRICS = ("fvd", "clip_sim", "lpips")  # column order
 CONDITION = "clean"
 ALPHA = 0.05
-ARROWS = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
-PROFILE_NOTES = {
-    "proxy": "Proxy: a small Wan pre-trained by this project on its procedural world and scored by "
-             "evaluators trained there; proxy-scale numbers, not Wan2.1-14B ones.",
-    "smoke": "Smoke: random-weight tiny models; a pipeline check only, not evidence.",
-}
 
 Key = tuple[str, str, str, str]  # (profile, domain, experiment, metric)
 
@@ -56,14 +46,9 @@ def domain_sort_key(domain: str) -> tuple[int, str]:
     return (0 if domain == TRAIN_DOMAIN else 1, domain)
 
 
-def domain_label(domain: str) -> str:
-    return latex_escape(domain) + (" (fine-tuning)" if domain == TRAIN_DOMAIN else " (held out)")
-
-
-def scale_notes(profiles: list[str]) -> str:
-    """The caption sentence that keeps proxy and smoke numbers from passing for full-scale ones."""
-    notes = [PROFILE_NOTES[p] for p in profiles if p in PROFILE_NOTES]
-    return " ".join(["These are not full-scale numbers.", *notes]) if notes else ""
+def domain_title(domain: str) -> str:
+    """"cinematic (fine-tuning)" or "<domain> (held out)"."""
+    return f"{domain} ({'fine-tuning' if domain == TRAIN_DOMAIN else 'held out'})"
 
 
 def clip_means(values: pd.DataFrame) -> pd.Series:
@@ -144,20 +129,6 @@ def best_keys(cells: dict[Key, Cell]) -> set[Key]:
     return best
 
 
-def fixed(value: float, decimals: int) -> str:
-    """`value` with `decimals` digits; a value that rounds to zero prints without a minus sign."""
-    return f"{round(value, decimals) + 0.0:.{decimals}f}"
-
-
-def format_mean_ci(ci: MeanCI, decimals: int, bold: bool = False, mark: bool = False) -> str:
-    """"$0.412 \\pm 0.020$", bold and/or with ${}^{*}$; one clip (no interval): "$0.412$ (1 clip)"."""
-    number = fixed(ci.mean, decimals)
-    if ci.half_width is not None:
-        number += rf" \pm {fixed(ci.half_width, decimals)}"
-    text = (rf"\mathbf{{{number}}}" if bold else number) + ("^{*}" if mark else "")
-    return f"${text}$" + (" (1 clip)" if ci.half_width is None else "")
-
-
 def _format(key: Key, cell: Cell | None, bold: bool) -> str:
     if cell is None:
         return "--"
@@ -165,12 +136,6 @@ def _format(key: Key, cell: Cell | None, bold: bool) -> str:
         number = fixed(cell.ci.mean, METRICS["fvd"].decimals)
         return (rf"$\mathbf{{{number}}}$" if bold else f"${number}$") + f" (N={cell.clips})"
     return format_mean_ci(cell.ci, METRICS[key[3]].decimals, bold, significant(cell.test))
-
-
-def count_phrase(counts: set[int], noun: str) -> str:
-    """"3 clips", "1 seed", or "2--3 clips" when cells differ."""
-    low, high = min(counts), max(counts)
-    return f"{low}--{high} {noun}s" if low != high else f"{low} {noun}" + ("" if low == 1 else "s")
 
 
 def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
@@ -230,7 +195,7 @@ def make_table2(metrics: pd.DataFrame) -> str:
             for j, method in enumerate(methods):
                 entries = [_format((profile, domain, method, m), cells.get((profile, domain, method, m)),
                                    (profile, domain, method, m) in bold) for m in TABLE2_METRICS]
-                first = domain_label(domain) if j == 0 else ""
+                first = latex_escape(domain_title(domain)) if j == 0 else ""
                 lines.append(" & ".join([first, rf"\texttt{{{latex_escape(method)}}}", *entries]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -245,7 +210,5 @@ def main(results_root: Path, out: Path) -> None:
     atomic_write_text(out, text)
 
 
-__all__ = ["make_table2", "table2_cells", "main", "Cell", "METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN",
-           "TABLE2_METRICS", "PROFILE_NOTES", "domain_sort_key", "domain_label", "scale_notes", "clip_means",
-           "clip_matrix", "paired_on_clips", "significant", "tests_sentence", "fixed", "format_mean_ci", "count_phrase",
-           "best_keys"]
+__all__ = ["make_table2", "table2_cells", "main", "Cell", "TABLE2_METRICS", "domain_sort_key", "domain_title",
+           "clip_means", "clip_matrix", "paired_on_clips", "significant", "tests_sentence", "best_keys"]

@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
-from cinelora.report import latex_escape
-from cinelora.report.table2 import (
-    ARROWS, METHODS, TRAIN_DOMAIN, Cell, clip_matrix, count_phrase, format_mean_ci, paired_on_clips, scale_notes,
-    significant, tests_sentence,
+from cinelora.report import (
+    ARROWS, CONFIDENCE, bootstrap_mean_ci, count_phrase, format_mean_ci, latex_escape, scale_notes,
 )
-from cinelora.results import KEY_COLUMNS, METRICS, atomic_write_text, read_results
-from cinelora.stats import CONFIDENCE, bootstrap_mean_ci
+from cinelora.report.table2 import Cell, clip_matrix, paired_on_clips, significant, tests_sentence
+from cinelora.results import KEY_COLUMNS, METRICS, read_results
+from cinelora.study import METHODS, TRAIN_DOMAIN
 
 TABLE3_METRICS = ("lpips", "clip_sim")
 COLUMNS = tuple((kind, m) for kind in ("clean", "delta") for m in TABLE3_METRICS)  # (clean | delta, metric)

@@ -1,7 +1,7 @@
 """Paper Table 4, compute: LoRA training step time, peak memory, MFU, and model build + caching time.
 
 Two sources, grouped by scale (true size, proxy, smoke):
-- `results/bench/` (`python -m cinelora.bench`): `steps_<label>.csv` (one row per case and figure: median
+- `results/bench/` (`python -m bench`): `steps_<label>.csv` (one row per case and figure: median
   seconds per step, peak allocated GiB, MFU, or an `oom`/`error` flag) and `configuration_<label>.csv` (seconds
   per stage of building every component and caching one clip). Its `architecture` column names the scale.
 - the training runs of Table 2's methods, `results/<experiment>/<proxy|smoke>/train_log.jsonl` (median of the
@@ -21,18 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
 from cinelora.report import latex_escape
-from cinelora.report.table2 import METHODS, PROFILE_NOTES
-from cinelora.results import atomic_write_text
+from cinelora.study import METHODS, PROFILE_TEXT
 
-SCALES = {"wan2.1-i2v-14b": "true size", "proxy": "proxy", "smoke": "smoke"}  # bench architecture -> scale
-PROFILE_SCALES = {"full": "true size", "proxy": "proxy", "smoke": "smoke"}  # training run profile -> scale
-SCALE_TITLES = {
-    "true size": "true size: the Wan2.1-I2V-14B transformer (16.4B parameters)",
-    "proxy": "proxy: the small Wan of the proxy profile",
-    "smoke": "smoke: the tiny Wan of the smoke profile",
-}
+SCALES = {t.architecture: t.scale for t in PROFILE_TEXT.values()}  # bench architecture -> scale
+SCALE_TITLES = {t.scale: t.scale_title for t in PROFILE_TEXT.values()}  # in display order
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "--"
 CACHE_STAGES = ("vae_latents", "condition_latents", "text_embeddings", "image_embeddings")
@@ -194,7 +189,7 @@ def _bench_configuration_rows(path: Path, rows: list[dict]) -> list[Row]:
         out.append(Row(SCALES.get(architecture, architecture), _device(device),
                        ("build + cache one clip", _clip(frames, height, width), *[NOT_APPLICABLE] * 4,
                         f"{build} / {cache}"),
-                       f"{path.stem.split('_', 1)[1]}: {device} build + cache {frames}x{height}x{width}", (path,)))
+                       f"{_label(path)}: {device} build + cache {frames}x{height}x{width}", (path,)))
     return out
 
 
@@ -205,7 +200,7 @@ def _run_row(profile: str, experiment: str, run: dict) -> Row:
     rss = run["provenance"].get("peak_memory", {}).get("cpu_max_rss_bytes")
     peak = (f"${max(gpu):.1f}$" if gpu else rf"${rss / 2**30:.1f}^\dagger$" if rss else NOT_MEASURED)
     data = run["config"]["data"]
-    return Row(PROFILE_SCALES[profile], _device(device),
+    return Row(PROFILE_TEXT[profile].scale, _device(device),
                (rf"\texttt{{{latex_escape(experiment)}}} run", _clip(data["num_frames"], data["height"], data["width"]),
                 _seconds(statistics.median(steps)) if steps else NOT_MEASURED, NOT_APPLICABLE, peak, NOT_MEASURED,
                 NOT_MEASURED),
@@ -245,7 +240,7 @@ def _merge_not_measured(cells: tuple[str, ...]) -> list[str]:
 def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
     clips = sorted({run["config"]["train"]["batch_size"] * run["config"]["train"]["grad_accum"]
                     for run in inputs.runs.values()})
-    text = (r"Compute of one LoRA training step (rank 8). Bench rows (\texttt{python -m cinelora.bench}): the "
+    text = (r"Compute of one LoRA training step (rank 8). Bench rows (\texttt{python -m bench}): the "
             "transformer with random weights at the preset's size (speed and memory do not depend on the values), "
             "one clip per step on cached inputs; s/step: median of the timed steps; Peak GiB: peak memory allocated "
             r"by torch on the GPU; MFU: model FLOPs per step / (s/step $\times$ the GPU's datasheet dense bf16 "
@@ -264,8 +259,8 @@ def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
         text += (f"; not shown: {bench.superseded} case(s) measured again in a later run and {bench.withdrawn} "
                  r"withdrawn in \texttt{results/bench/withdrawn.csv} (with the reason)")
     text += rf". ``{NOT_MEASURED}'': no measurement in \texttt{{results/}}; {NOT_APPLICABLE}: does not apply. "
-    profiles = [p for p in ("proxy", "smoke") if any(r.scale == p and r.sources for r in rows)]
-    notes = [PROFILE_NOTES[p] for p in profiles]
+    notes = [t.generator for p, t in PROFILE_TEXT.items()
+             if p != "full" and any(r.scale == t.scale and r.sources for r in rows)]
     if notes:
         text += "Proxy and smoke rows time small models: they say nothing about 14B cost. " + " ".join(notes)
     return text.rstrip()

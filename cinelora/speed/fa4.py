@@ -18,7 +18,7 @@ import importlib.util
 import torch
 from torch.nn import attention
 
-IMPL = "FA4 (flash-attn-4 through cinelora.fa4)"
+IMPL = "FA4 (flash-attn-4 through cinelora.speed.fa4)"
 PACKAGE_HINT = "pip install 'flash-attn-4[cu13]' (without [cu13] for a CUDA 12 torch)"
 
 

@@ -37,8 +37,9 @@ import imageio.v2 as imageio
 import numpy as np
 from tqdm.auto import tqdm
 
+from cinelora.atomic import atomic_write_text
 from cinelora.config import WorldConfig
-from cinelora.data import write_video
+from cinelora.data.videos import write_video
 from cinelora.seeding import derive_seed
 
 DOMAINS = ("studio", "cinematic", "actors", "photos")
@@ -644,12 +645,6 @@ def _split_is_current(folder: Path, params: dict) -> bool:
     return len(rows) == params["count"] and all((folder / row["path"]).is_file() for row in rows)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def _write_clip(folder: Path, params: dict, i: int) -> dict:
     """Render and write clip i of a split; returns its manifest row."""
     domain, split, index = params["domain"], params["split"], params["first_index"] + i
@@ -674,8 +669,8 @@ def _write_split(folder: Path, params: dict, pool: ThreadPoolExecutor, bar: tqdm
         return row
 
     rows = list(pool.map(write, range(params["count"])))  # in clip order, whatever finishes first
-    _write_text_atomic(folder / "manifest.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    _write_text_atomic(folder / "world.json", json.dumps(params, indent=2) + "\n")
+    atomic_write_text(folder / "manifest.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(folder / "world.json", json.dumps(params, indent=2) + "\n")
 
 
 def generate_world(cfg: WorldConfig, force: bool = False, progress: bool = True) -> dict[str, dict[str, Path]]:

@@ -6,8 +6,8 @@ of real runs. The perceptual term uses the lpips package's shipped heads here (t
 change its cost). Per variant: `steps` timed steps after one warm-up step; the last step, which also
 validates, is not timed. Output: `<out>/terms_<label>.csv` (columns TERMS_COLUMNS) + provenance JSON.
 
-    python -m cinelora.bench.terms --profile smoke --label cpu
-    python -m cinelora.bench.terms --profile proxy --label h100
+    python -m bench.terms --profile smoke --label cpu
+    python -m bench.terms --profile proxy --label h100
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from cinelora import provenance, results
+from cinelora import provenance
+from cinelora.atomic import atomic_write_text
 from cinelora.config import ExperimentConfig, load_config
+from cinelora.data.world import generate_world
+from cinelora.runner import RunDir
 from cinelora.train import train
-from cinelora.world import generate_world
 
 MAIN_CONFIG = Path("experiments/robust_lpips_r8/config.yaml")
 TERMS_COLUMNS = ("device", "profile", "variant", "metric", "value")
@@ -55,8 +57,9 @@ def measure_terms(profile: str, steps: int, work: Path) -> list[dict]:
     rows = []
     for variant in VARIANTS:
         out = work / variant.replace("+", "_")
-        train(variant_config(cfg, variant, steps), out, out / "ckpt", progress=False)
-        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        run = RunDir(out, out / "state")
+        train(variant_config(cfg, variant, steps), run, progress=False)
+        log = [json.loads(line) for line in run.log.read_text().splitlines()]
         seconds = [r["s_per_step"] for r in log[1:-1]]
         for metric, value in (("s_per_step_median", statistics.median(seconds)), ("s_per_step_min", min(seconds)),
                               ("s_per_step_max", max(seconds)), ("timed_steps", float(len(seconds)))):
@@ -69,17 +72,17 @@ def write_terms(rows: list[dict], out: Path, label: str, seconds: float) -> Path
     lines = [",".join(TERMS_COLUMNS)] + [
         ",".join(f"{r[c]:.6f}" if isinstance(r[c], float) else str(r[c]) for c in TERMS_COLUMNS) for r in rows]
     path = out / f"terms_{label}.csv"
-    results.atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     facts = {"versions": provenance.package_versions(), "device": provenance.device_info(),
              "git": {"sha": provenance.git_sha()}, "wall_seconds": round(seconds, 3), "config": str(MAIN_CONFIG)}
-    results.atomic_write_text(out / f"terms_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(out / f"terms_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m cinelora.bench.terms", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.terms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("smoke", "proxy"), default="smoke")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")

@@ -1,6 +1,6 @@
 """Video clips with captions: manifests and folders, decord decoding, resize/crop, first frame as condition.
 
-This is the loader users point at their own footage; the procedural world (`cinelora.world`) writes the
+This is the loader users point at their own footage; the procedural world (`cinelora.data.world`) writes the
 same format (mp4 files plus `manifest.jsonl`), so proxy and smoke runs go through the same code.
 
 A source is one of
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from cinelora.atomic import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
@@ -244,13 +246,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         raise VideoDataError(path, f"frames of {frames.shape[1]}x{frames.shape[2]}",
                              "even height and width (H.264 stores colour at half resolution)")
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     # macro_block_size=1: imageio would otherwise silently resize sizes that are not multiples of 16.
-    with imageio.get_writer(partial, format="FFMPEG", fps=fps, codec="libx264", quality=None,
-                            macro_block_size=1, ffmpeg_log_level="error", ffmpeg_params=H264_PARAMS) as writer:
+    with atomic_path(path) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=None,
+                                                      macro_block_size=1, ffmpeg_log_level="error",
+                                                      ffmpeg_params=H264_PARAMS) as writer:
         for frame in frames:
             writer.append_data(frame)
-    os.replace(partial, path)
 
 
 __all__ = [

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 
+from bench.flops import StepFlops, step_flops
 from cinelora import lora, models, objective, seeding
-from cinelora.bench.flops import StepFlops, latent_shape, step_flops, video_tokens
 from cinelora.config import LoraConfig, ModelConfig, TrainConfig
-from cinelora.speed import SpeedLevers, apply_speed_levers
+from cinelora.shapes import latent_shape, video_tokens
+from cinelora.speed.checkpointing import apply_speed_levers
+from cinelora.speed.levers import SpeedLevers
 
 GIB = 2**30
 
@@ -74,9 +76,9 @@ def cached_inputs(architecture: str, frames: int, height: int, width: int, devic
 
 def _empty_host_cache() -> None:
     """Free the pinned CPU buffers torch keeps cached after offloaded blocks. The cache serves a request only
-    from a buffer of its power-of-two size, so a case of another clip size pins anew: in run h100-k a 480p case
-    (40 GiB of 512 MiB buffers) after a 720p one (80 GiB of 1 GiB buffers cached) ended without a Python
-    error on a 128 GiB host, most likely killed for host memory."""
+    from a buffer of its power-of-two size, so a case of another clip size pins anew, next to the cached
+    buffers: in run h100-k a 480p case after a 720p one ended without a Python error, most likely killed for
+    host memory."""
     release = getattr(torch.accelerator, "empty_host_cache", None) or torch._C._host_emptyCache  # older torch: 2.11
     release()
 

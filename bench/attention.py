@@ -15,9 +15,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
-from cinelora import fa4
+from cinelora.speed import fa4
 
-# "fa4": the flash backend with FlashAttention-4 swapped in (cinelora/fa4.py), where flash-attn-4 is installed
+# "fa4": the flash backend with FlashAttention-4 swapped in (cinelora/speed/fa4.py), where flash-attn-4 is installed
 KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
            "efficient": SDPBackend.EFFICIENT_ATTENTION, "fa4": SDPBackend.FLASH_ATTENTION}
 LAYOUTS = ("bshd_view", "bhsd_contiguous")

@@ -1,4 +1,4 @@
-"""2AFC triplets in the BAPPS layout (Zhang et al. 2018, arXiv 1801.03924) and LPIPS's 2AFC score.
+"""2AFC triplets in the BAPPS layout (Zhang et al. 2018, arXiv 1801.03924); their score is `metrics.two_afc`.
 
 Layout, as the BAPPS download has it: `<root>/{train,val}/<set>/{ref,p0,p1}/*.png` and
 `<root>/{train,val}/<set>/judge/*.npy`, the four folders paired by sorted file order. `judge` holds the
@@ -78,22 +78,3 @@ class TwoAFCDataset(Dataset):
         value = float(np.load(judge).reshape(-1)[0])
         return {"ref": load_patch(ref, self.patch_size), "p0": load_patch(p0, self.patch_size),
                 "p1": load_patch(p1, self.patch_size), "judge": torch.tensor(value, dtype=torch.float32), "set": name}
-
-
-def two_afc_agreement(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
-    """Per-triplet soft agreement [N] of a distance with the raters (LPIPS's `score_2afc_dataset`).
-
-    d0, d1: distances ref↔p0 and ref↔p1 (any shape with N elements); judge [N] in [0, 1] = fraction of raters
-    preferring p1. The metric picks the smaller distance; agreement is the fraction of raters who chose the
-    same patch (judge if it picks p1, 1 − judge if p0, 0.5 on a tie).
-    """
-    d0, d1, judge = d0.reshape(-1), d1.reshape(-1), judge.reshape(-1).to(d0.dtype)
-    picks_p1 = (d1 < d0).to(d0.dtype)
-    tie = (d1 == d0).to(d0.dtype)
-    return (1 - tie) * (picks_p1 * judge + (1 - picks_p1) * (1 - judge)) + tie * 0.5
-
-
-def two_afc_score(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> float:
-    """The 2AFC score in [0, 1]: mean soft agreement over triplets; higher is better, and no metric can exceed
-    mean(max(judge, 1 − judge)), the raters' agreement with their own majority."""
-    return float(two_afc_agreement(d0, d1, judge).mean())

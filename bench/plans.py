@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from cinelora import provenance, results
-from cinelora.bench import attention
-from cinelora.bench.configuration import configuration_time
-from cinelora.bench.flops import video_tokens
-from cinelora.bench.step_bench import BenchCase, StepBench, matmul_tflops, native_sdpa_kernel, peak_bf16_tflops
+from bench import attention
+from bench.configuration import configuration_time
+from bench.step_bench import BenchCase, StepBench, matmul_tflops, native_sdpa_kernel, peak_bf16_tflops
+from cinelora import provenance
+from cinelora.atomic import atomic_write_text
 from cinelora.models import transformer_config
-from cinelora.speed import FA4, SpeedLevers
+from cinelora.shapes import video_tokens
+from cinelora.speed.levers import FA4, SpeedLevers
 
 STEP_COLUMNS = ("device", "architecture", "case", "frames", "height", "width", "attention_backend",
                 "checkpointing", "keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks",
@@ -135,7 +136,7 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows(body)
-    results.atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def step_rows(device: str, architecture: str, case: BenchCase, figures: dict) -> list[dict]:
@@ -179,7 +180,7 @@ def run_plan(name: str, out: Path, label: str, only: list[str] | None = None,
 
     def save() -> None:
         record["wall_seconds"]["total"] = round(time.perf_counter() - t_start, 3)
-        results.atomic_write_text(out / f"provenance_{label}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / f"provenance_{label}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     if device.type == "cuda":
         record["matmul_bf16_tflops_measured"] = round(matmul_tflops(device), 1)

@@ -18,7 +18,6 @@ L2 attack the same fields are L2 radii of a whole patch, in the same units.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +28,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cinelora import provenance, results, seeding
+from cinelora import seeding
 from cinelora.adversarial import pgd_attack, pixel_eps_to_unit_range
 from cinelora.config import MetricExperimentConfig, RLPIPSConfig
-from cinelora.metrics.bapps import TwoAFCDataset, two_afc_agreement
+from cinelora.data.bapps import TwoAFCDataset
+from cinelora.metrics.two_afc import two_afc_agreement
 from cinelora.metrics.lpips_distance import TRUNK_FILES, build_lpips, new_lpips, save_heads
-from cinelora.metrics.two_afc_world import write_two_afc_world
+from cinelora.data.two_afc_world import write_two_afc_world
 
 INPUTS = ("ref", "p0", "p1")
 ATTACK_INPUTS = {"x0": ("p0",), "x1": ("p1",), "both": ("p0", "p1"), "ref": ("ref",)}
@@ -42,7 +42,6 @@ HEADS = {"lpips": "heads_lpips.safetensors", "rlpips": "heads_rlpips.safetensors
 ADVERSARIAL = {"lpips": False, "rlpips": True}
 EVAL_ATTACKS = ("fgsm", "pgd")
 PGD_STEP_FACTOR = 2.5  # eval PGD step = 2.5·ε/steps (Madry et al. 2018): the whole ball is reachable
-TRAIN_LOG = "train_log.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
 
 Features = list[Tensor]
@@ -226,7 +225,7 @@ def evaluate_heads(model: lpips.LPIPS, data: TwoAFCDataset, *, eps_255: list[flo
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The `rlpips_metric` experiment: data → both heads → evaluation → results/<name>/<profile>/
+# The `rlpips_metric` experiment's parts (cinelora.runner runs them into its run folder)
 
 
 def data_source(cfg: MetricExperimentConfig) -> str:
@@ -262,47 +261,32 @@ def _attack_record(r: RLPIPSConfig) -> dict:
             "step_255": r.attack_step_255, "steps": r.attack_steps, "random_start": False}
 
 
-def _rewrite_log_without(path: Path, heads: str) -> None:
-    """Drop an interrupted run's epoch lines of `heads`, so the log describes the run that finishes."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line).get("heads") != heads]
-        results.atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
-def train_metric_heads(cfg: MetricExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
-    """Train the natural (LPIPS) and adversarial (R-LPIPS) heads into `out_dir`; heads already saved there are
-    kept (re-running resumes). Writes `train_log.jsonl` and `train_summary.json`; returns the summary."""
-    out_dir = Path(out_dir)
+def train_metric_heads(cfg: MetricExperimentConfig, key: str, path: Path, log: Callable[[dict], None],
+                       progress: bool = True) -> dict:
+    """Train the `key` heads ("lpips": natural, "rlpips": adversarial) of `cfg` on its 2AFC train sets, save
+    them to `path` (safetensors + JSON sidecar), and return their training summary; `log` gets one record per
+    epoch."""
     r, device = cfg.rlpips, _device()
     data = TwoAFCDataset(r.bapps_root, r.train_sets, "train", r.patch_size)
-    summary_path = out_dir / TRAIN_SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    for key, adversarial in ADVERSARIAL.items():
-        path = out_dir / HEADS[key]
-        if path.is_file() and key in summary:
-            continue
-        _rewrite_log_without(out_dir / TRAIN_LOG, key)
-        start = time.perf_counter()
-        model, _ = train_heads(r, data, adversarial=adversarial, seed=cfg.seed, device=device,
-                               workers=4 if device.type == "cuda" else 0, progress=progress,
-                               log=lambda record: results.append_jsonl(out_dir / TRAIN_LOG, record))
-        save_heads(model, path, mode=r.mode, training="adversarial" if adversarial else "natural",
-                   data=data_source(cfg), backbone=trunk_source(r), attack=_attack_record(r) if adversarial else None)
-        summary[key] = {"heads": HEADS[key], "training": "adversarial" if adversarial else "natural",
-                        "train_triplets": len(data), "epochs": r.epochs + r.decay_epochs,
-                        "steps": (r.epochs + r.decay_epochs) * -(-len(data) // r.batch_size),
-                        "seconds": round(time.perf_counter() - start, 3)}
-        results.atomic_write_text(summary_path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    return summary
+    adversarial = ADVERSARIAL[key]
+    start = time.perf_counter()
+    model, _ = train_heads(r, data, adversarial=adversarial, seed=cfg.seed, device=device,
+                           workers=4 if device.type == "cuda" else 0, progress=progress, log=log)
+    save_heads(model, path, mode=r.mode, training="adversarial" if adversarial else "natural",
+               data=data_source(cfg), backbone=trunk_source(r), attack=_attack_record(r) if adversarial else None)
+    return {"heads": path.name, "training": "adversarial" if adversarial else "natural",
+            "train_triplets": len(data), "epochs": r.epochs + r.decay_epochs,
+            "steps": (r.epochs + r.decay_epochs) * -(-len(data) // r.batch_size),
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
-def evaluate_metric_heads(cfg: MetricExperimentConfig, out_dir: Path, progress: bool = True) -> list[dict]:
-    """Tidy rows (results.METRIC_COLUMNS) for both saved heads on every val set: `2afc_<heads>` per condition,
-    `dist_shift_<heads>` and `rel_dist_shift_<heads>` per attacked condition; domain = set, clip = "all"."""
+def evaluate_metric_heads(cfg: MetricExperimentConfig, heads: dict[str, Path], progress: bool = True) -> list[dict]:
+    """Tidy rows (results.METRIC_COLUMNS) for the saved heads {key: file} on every val set: `2afc_<key>` per
+    condition, `dist_shift_<key>` and `rel_dist_shift_<key>` per attacked condition; domain = set, clip = "all"."""
     r, device = cfg.rlpips, _device()
     rows = []
-    for key, filename in HEADS.items():
-        model = build_lpips(r.net, r.backbone, cfg.seed, heads=Path(out_dir) / filename).to(device)
+    for key, path in heads.items():
+        model = build_lpips(r.net, r.backbone, cfg.seed, heads=path).to(device)
         for name in r.val_sets:
             data = TwoAFCDataset(r.bapps_root, [name], "val", r.patch_size)
             scores = evaluate_heads(model, data, eps_255=r.eval_eps_255, pgd_steps=r.eval_pgd_steps,
@@ -314,46 +298,23 @@ def evaluate_metric_heads(cfg: MetricExperimentConfig, out_dir: Path, progress: 
     return rows
 
 
-def write_metric_results(cfg: MetricExperimentConfig, out_dir: Path, rows: list[dict],
-                         phase_seconds: dict[str, float]) -> None:
-    """metrics.csv, then provenance.json (last: it marks the run finished) saying which trunk and data ran."""
-    out_dir = Path(out_dir)
-    results.write_metrics(rows, out_dir / "metrics.csv")
-    summary_path = out_dir / TRAIN_SUMMARY
+def metric_provenance(cfg: MetricExperimentConfig) -> dict:
+    """What a metric run's provenance says of its trunk, data and attacks (proxy vs real among them)."""
     r = cfg.rlpips
-    extra = {"lpips_backbone": r.backbone, "trunk": trunk_source(r), "data": data_source(cfg),
-             "procedural_data": r.procedural, "mode": r.mode, "train_sets": r.train_sets, "val_sets": r.val_sets,
-             "val_triplets": {name: len(TwoAFCDataset(r.bapps_root, [name], "val", r.patch_size))
-                              for name in r.val_sets},
-             "train": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
-             "train_attack": _attack_record(r),
-             "eval_attack": {"norm": "linf", "target": "ref", "objective": "ranking margin", "random_start": False,
-                             "pgd_steps": r.eval_pgd_steps, "pgd_step": f"{PGD_STEP_FACTOR} * eps / steps",
-                             "eps_255": r.eval_eps_255, "eps_units": "pixel units x255 of [0, 1] images"},
-             "heads": HEADS, "rows": len(rows)}
-    record = provenance.collect_provenance(cfg, phase_seconds=phase_seconds, extra=extra)
-    results.atomic_write_text(out_dir / results.FINISHED_MARKER, json.dumps(record, indent=1, sort_keys=True) + "\n")
-
-
-def run_metric_experiment(cfg: MetricExperimentConfig, out_dir: Path, progress: bool = True) -> list[dict]:
-    """The whole metric experiment into a claimed `out_dir`: data, both heads, evaluation, results."""
-    phases: dict[str, float] = {}
-    start = time.perf_counter()
-    prepare_data(cfg, progress)
-    phases["data"] = time.perf_counter() - start
-    start = time.perf_counter()
-    train_metric_heads(cfg, out_dir, progress)
-    phases["train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    rows = evaluate_metric_heads(cfg, out_dir, progress)
-    phases["evaluate"] = time.perf_counter() - start
-    write_metric_results(cfg, out_dir, rows, phases)
-    return rows
+    return {"lpips_backbone": r.backbone, "trunk": trunk_source(r), "data": data_source(cfg),
+            "procedural_data": r.procedural, "mode": r.mode, "train_sets": r.train_sets, "val_sets": r.val_sets,
+            "val_triplets": {name: len(TwoAFCDataset(r.bapps_root, [name], "val", r.patch_size))
+                             for name in r.val_sets},
+            "train_attack": _attack_record(r),
+            "eval_attack": {"norm": "linf", "target": "ref", "objective": "ranking margin", "random_start": False,
+                            "pgd_steps": r.eval_pgd_steps, "pgd_step": f"{PGD_STEP_FACTOR} * eps / steps",
+                            "eps_255": r.eval_eps_255, "eps_units": "pixel units x255 of [0, 1] images"},
+            "heads": HEADS}
 
 
 __all__ = [
     "lpips_features", "lpips_from_features", "triplet_distances", "ranking_loss", "ranking_margin",
     "attack_triplets", "lr_factor", "clamp_heads", "train_heads", "condition_name", "evaluate_heads", "data_source",
-    "trunk_source", "prepare_data", "train_metric_heads", "evaluate_metric_heads", "write_metric_results",
-    "run_metric_experiment", "HEADS",
+    "trunk_source", "prepare_data", "train_metric_heads", "evaluate_metric_heads", "metric_provenance", "HEADS",
+    "ADVERSARIAL", "TRAIN_SUMMARY",
 ]

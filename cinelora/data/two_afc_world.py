@@ -33,8 +33,9 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from cinelora.atomic import atomic_write_text
 from cinelora.seeding import derive_seed
-from cinelora.world import DOMAINS, SPLIT_BLOCK, render_clip
+from cinelora.data.world import DOMAINS, SPLIT_BLOCK, render_clip
 
 VERSION = 1  # bump when patches or judgments change: a set on disk made by another version is rewritten
 JUDGE_TEMPERATURE = 0.2
@@ -203,9 +204,7 @@ def write_two_afc_world(root: str | Path, *, seed: int, triplets: dict[str, int]
         records = list(tqdm(pool.map(write, jobs), total=len(jobs), desc="2afc world", unit="triplet",
                             disable=not progress))
     text = json.dumps({"params": params, "triplets": records}, indent=1) + "\n"
-    partial = sidecar.with_name(f".{sidecar.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, sidecar)
+    atomic_write_text(sidecar, text)
     return root
 
 

@@ -1,58 +1,7 @@
-"""Speed and memory levers for the LoRA step of the Wan transformer, each one switch of `SpeedLevers`.
-
-The defaults are the plain step (diffusers + peft + diffusers' gradient checkpointing + default attention),
-the benchmark's baseline. Measured on one H100 80GB (torch 2.11, cuDNN 9.19; results/bench/, Table 4),
-480x832x81 unless named; baseline 13.31-13.67 s/step, 53.2 GiB, MFU 31.2-32.0% (runs h100-g, -i, -k, -l, -m):
-
-- `attention_backend`: a backend of diffusers' attention dispatcher. "native" is torch SDPA's own choice,
-  which on this torch is already cuDNN's fused attention (580 TFLOP/s forward, 470-490 forward+backward
-  alone, against 350/285 for FlashAttention-2 and 180/120 for the efficient kernel). Forcing
-  "_native_cudnn" adds contiguous copies of q, k, v: 0.98x. "fa4" swaps FlashAttention-4 in for torch's
-  flash kernel (`cinelora/fa4.py`, the flash-attn-4 package): 647 TFLOP/s forward and 546 forward+backward
-  at 720p's N = 75,600 against cuDNN's 575/463 (a one-off probe; the bench's attention stage now has an
-  "fa4" row). With compiled blocks and kept attention: 480p 8.90 s against 9.82 s with cuDNN, 1.496x the
-  baseline of the same run (13.31 s, run h100-i; 1.497x in run h100-k, 1.503x in run h100-l); 720p below.
-  The `*_hub` kernels need a download and are not offered.
-- `checkpointing`: "full" recomputes every block in the backward (diffusers' own gradient checkpointing,
-  which keeps only each block's inputs); "none" keeps every activation (does not fit at true size).
-- `keep_attention_blocks`: the first k blocks also keep their self-attention kernel outputs (one N x d
-  tensor and the log-sum-exp), so their recompute skips the dearest op (O(N^2)) for O(N) memory. With
-  compiled blocks, all 40: 10.0 s (1.36x, MFU 42.6%) for +9.7 GiB.
-- `uncheckpointed_blocks`: the first j blocks are not checkpointed: they keep every activation (about
-  5 GiB a block at 480p, 11.4 GiB at 720p) and skip their recompute (about 39 ms a block at 480p), in
-  memory that offloading the other blocks frees. With FA4, compiled blocks, kept attention and the rest
-  offloaded, at 480p (run h100-l): 4 blocks 8.97 s, 58.9 GiB, 1.525x the baseline of the run (13.67 s)
-  against 9.10 s (1.503x) for none; 6 blocks 9.02 s with 78 GiB reserved (run h100-m), 8 out of memory.
-  At 720p: on an H200 (run h200-c) 4 blocks 34.98 s, 95.1 GiB, against 35.28 s for none; on the H100 2
-  blocks reserve 78 GiB and took 36.0 s (run h100-m; 35.0 s for none in run h100-j), so 0 at 720p.
-- `keep_ffn_blocks`: the first n blocks (where checkpointed) keep their FFN pre-activation h = x W1 + b1
-  (N x 13,824 bf16 on the GPU: 1.95 GiB a block at 720p), so their recompute skips the FFN's two products
-  (47% of the block's linear FLOPs) and its backward runs from h (`_FeedForwardReplay`). Exact where only attention
-  layers train (checked: `check_keep_ffn`). At 720p on an H200, with FA4, compiled blocks, kept attention
-  and all 40 offloaded (run h200-f): 40 blocks 33.96 s, MFU 52.3%, 128.1 GiB, 1.507x the baseline of the
-  run (51.18 s) against 35.16 s (1.456x, 49.5 GiB) for none: 30 ms a block (run h200-e: 40 blocks 33.95 s,
-  1.509x; 36 blocks 34.66 s median, 34.10 s fastest step, 120.3 GiB). On an 80 GB GPU at most about 10
-  blocks fit at 720p (not measured), so the `full` profile keeps 0.
-- `offload_blocks`: the last m blocks keep what they keep (their input; their attention outputs too where
-  they are among the first k) in pinned CPU memory, copied on a side stream in the forward and back,
-  prefetched one block ahead, in the backward; the CPU queues at most two offloaded blocks ahead of the
-  GPU (`_throttle`), which cut the memory reserved at 720p from 78.0 to 56.2 GiB (49.5 allocated) at the
-  same speed (runs h200-c, h200-f). At 720x1280x81, compiled, kept attention in all 40 blocks:
-  24 offloaded 40.9 s/step, 72.8 GiB, MFU 43.4%; all 40 offloaded 39.7 s, 49.5 GiB, MFU 44.7%; with FA4,
-  all 40 offloaded 35.0 s, 49.5 GiB, MFU 50.7% (24: 35.4 s, 72.8 GiB); on an H200 35.28 s, MFU 50.3%,
-  1.459x the baseline of the same run (51.46 s, 82.2 GiB; run h200-c). The copies hide behind compute:
-  at 480p with FA4, all 40 offloaded 9.12 s at 39.1 GiB against 9.10 s at 62.9 GiB (run h100-l). At 720p
-  40 blocks pin about 80 GiB of host memory (62 GB of tensors; torch's pinned-memory cache rounds each buffer
-  up to a power of two).
-- `compile_blocks`: regional `torch.compile` of each transformer block (diffusers' `compile_repeated_blocks`,
-  static shapes), which fuses the fp32 norms, modulation, RoPE and gating: 1.19-1.22x and 3 GiB less at
-  480p (about 35 s of compilation per clip size, once per process); with it 720x1280x81 fits on 80 GB
-  without offload (75.4 GiB; with expandable segments, `configure_cuda_allocator`).
-- `fp8_base`: the blocks' frozen linears multiply in float8 (`cinelora/fp8.py`). With compiled blocks and
-  kept attention (cuDNN): 480p 8.99 s against 10.0 s, +1.8 GiB; 720p with 24 blocks offloaded 40.3 s
-  against 40.9 s (76.9 GiB). On the CPU smoke model the LoRA gradient keeps cosine 0.9988 with bf16's
-  (relative error 4.9%); no same-run true-size check exists yet, so it stays off. With "fa4" it fails in
-  FlashAttention-4's tensor checks (run h100-j) and is refused.
+"""The mechanism behind the speed levers (`cinelora.speed.levers`): per-block checkpointing that keeps a
+block's self-attention outputs (`_AttentionTape`) or FFN pre-activation (`_FeedForwardReplay`), offloads
+what it keeps to pinned CPU memory, skips the recompute of the first blocks, compiles the blocks and turns
+their frozen linears to fp8. What each buys, measured on H100 and H200: docs/performance.md.
 
 Kept attention outputs are recorded and replayed by `_AttentionTape`, not torch's selective checkpointing:
 that keeps the kernel's output buffer itself, which compiled blocks reuse, and gave wrong gradients.
@@ -61,10 +10,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import types
 import weakref
-from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
@@ -75,75 +22,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.checkpoint import checkpoint
 
-from cinelora import fa4, fp8
-from cinelora.config import TrainConfig
+from cinelora.speed import fa4, fp8
+from cinelora.speed.levers import FA4, BlockPlan, SpeedLevers, block_plans
 
-ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
-FA4 = "fa4"  # diffusers' "_native_flash" with torch's flash kernel swapped for FlashAttention-4 (cinelora/fa4.py)
-ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", FA4)
-CHECKPOINTING = ("none", "full")
 BLOCKS_IN_FLIGHT = 2  # offloaded blocks the CPU may queue ahead of the GPU (`_throttle`)
-_BLOCK_COUNTS = ("keep_attention_blocks", "offload_blocks", "uncheckpointed_blocks", "keep_ffn_blocks")
 RECOMPILE_LIMIT = 64  # compiled variants of the block code before torch.compile gives up (torch's default: 8)
 
 # The fused SDPA ops autograd sees; `_AttentionTape` keeps their outputs (out, logsumexp, seeds) for kept attention.
 _ATTENTION_OPS = tuple(getattr(torch.ops.aten, name).default for name in (
     "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"))
-
-
-@dataclass(frozen=True)
-class SpeedLevers:
-    """How the LoRA step runs; the defaults are the plain diffusers + peft step (the baseline)."""
-    attention_backend: str = "native"
-    checkpointing: str = "full"
-    keep_attention_blocks: int = 0
-    offload_blocks: int = 0
-    uncheckpointed_blocks: int = 0
-    keep_ffn_blocks: int = 0
-    compile_blocks: bool = False
-    fp8_base: bool = False
-
-    def __post_init__(self) -> None:
-        if self.attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention_backend={self.attention_backend!r}; expected one of {ATTENTION_BACKENDS}")
-        if self.checkpointing not in CHECKPOINTING:
-            raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
-        counts = (self.keep_attention_blocks, self.offload_blocks, self.uncheckpointed_blocks, self.keep_ffn_blocks)
-        if min(counts) < 0:
-            raise ValueError(f"{', '.join(_BLOCK_COUNTS)} must be >= 0; got {counts}")
-        if self.fp8_base and self.attention_backend == FA4:
-            raise ValueError("fp8_base with attention_backend 'fa4' fails in FlashAttention-4's tensor checks "
-                             "('out must not have broadcast dimensions', H100 run h100-j): use one or the other")
-        if self.fp8_base and self.keep_ffn_blocks:
-            raise ValueError("keep_ffn_blocks backpropagates through the FFN's bf16 weights itself: it cannot be "
-                             "combined with fp8_base")
-        if self.checkpointing == "none" and any(counts):
-            raise ValueError(f"{', '.join(_BLOCK_COUNTS)} act on checkpointed blocks: they need checkpointing='full'")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_train(cls, train: TrainConfig) -> SpeedLevers:
-        """The levers a config's `train` section asks for (ValueError where they do not go together)."""
-        return cls(attention_backend=train.attention_backend,
-                   checkpointing="full" if train.gradient_checkpointing else "none",
-                   keep_attention_blocks=train.keep_attention_blocks, offload_blocks=train.offload_blocks,
-                   uncheckpointed_blocks=train.uncheckpointed_blocks, keep_ffn_blocks=train.keep_ffn_blocks,
-                   compile_blocks=train.compile_blocks, fp8_base=train.fp8_base)
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """What one transformer block keeps for its backward. Not `checkpointed`: every activation (no
-    recompute); else its input, and its self-attention outputs (`keep_attention`) and FFN pre-activation
-    (`keep_ffn`), whose ops the recompute then skips; with `offload` the input and attention outputs wait in
-    pinned CPU memory."""
-    checkpointed: bool = True
-    keep_attention: bool = False
-    keep_ffn: bool = False
-    offload: bool = False
 
 
 _copy_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -184,7 +72,7 @@ def _throttle(device: torch.device) -> None:
 
     The allocator reuses a tensor an offload copy reads only once the copy stream has passed it
     (`record_stream`); a CPU that queues the whole forward ahead of the GPU thus keeps every block's input
-    reserved: 28 GiB at 720p, 12 GiB at 480p (reserved against allocated, runs h200-c and h100-l).
+    reserved (the reserved-minus-allocated gap it closed: docs/performance.md).
     """
     _in_flight.append(torch.cuda.current_stream(device).record_event())
     while len(_in_flight) > BLOCKS_IN_FLIGHT:
@@ -402,20 +290,6 @@ def _prefetch_next() -> None:
         return
 
 
-def block_plans(num_blocks: int, levers: SpeedLevers) -> list[BlockPlan]:
-    """Per block: the first j not checkpointed; of the others, those among the first k keep their attention
-    outputs, those among the first n their FFN pre-activation, and the last m offload."""
-    k, m, j, n = (levers.keep_attention_blocks, levers.offload_blocks, levers.uncheckpointed_blocks,
-                  levers.keep_ffn_blocks)
-    if max(k, m, n) > num_blocks or j + m > num_blocks:
-        raise ValueError(f"keep_attention_blocks={k}, offload_blocks={m}, uncheckpointed_blocks={j}, "
-                         f"keep_ffn_blocks={n}: the transformer has {num_blocks} blocks, and a block cannot be "
-                         "both offloaded and uncheckpointed")
-    return [BlockPlan(checkpointed=False) if i < j else BlockPlan(keep_attention=i < k, keep_ffn=i < n,
-                                                                   offload=i >= num_blocks - m)
-            for i in range(num_blocks)]
-
-
 def _checkpoint_function(plans: dict[int, BlockPlan]):
     """The `gradient_checkpointing_func` diffusers calls as f(block, *block_args), per block's plan."""
 
@@ -429,15 +303,6 @@ def _checkpoint_function(plans: dict[int, BlockPlan]):
         return _BlockCheckpoint.apply(block, plan, len(args), *args, *params)
 
     return checkpoint_block
-
-
-def configure_cuda_allocator() -> None:
-    """Use expandable segments in torch's CUDA allocator unless the user configured it; call before CUDA's first use.
-
-    At 720x1280x81 the default allocator fails with 10.8 GiB reserved but free (fragmentation between the
-    480p and 720p tensor sizes of one process); expandable segments fit the same step (results/bench/*_h100-d/e).
-    """
-    os.environ.setdefault(ALLOCATOR_VARIABLE, "expandable_segments:True")
 
 
 def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) -> None:
@@ -481,6 +346,4 @@ def apply_speed_levers(transformer: WanTransformer3DModel, levers: SpeedLevers) 
         transformer.compile_repeated_blocks(dynamic=False)
 
 
-__all__ = ["SpeedLevers", "BlockPlan", "apply_speed_levers", "block_plans", "check_keep_ffn",
-           "configure_cuda_allocator", "ALLOCATOR_VARIABLE", "ATTENTION_BACKENDS", "CHECKPOINTING", "FA4",
-           "RECOMPILE_LIMIT"]
+__all__ = ["apply_speed_levers", "check_keep_ffn", "RECOMPILE_LIMIT"]

@@ -1,0 +1,332 @@
+"""The one owner of a run's folders, for both kinds of experiment: claims them (a finished run is refused
+without `force`; an unfinished one resumes), names every file in them, writes each atomically, and writes
+`provenance.json` last, so its presence means "finished".
+
+A run of experiment `name` at profile `p` has two folders: `results/<name>/<p>/` (`RunDir.out`: small,
+committed, the paper's data; layout and columns in results/SCHEMA.md) and `runs/<name>/<p>/` (`RunDir.state`:
+checkpoints, generated clips; git-ignored). The CLI parses arguments and calls the functions at the bottom.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinelora.atomic import atomic_write_text
+from cinelora.config import ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml
+
+RESULTS_ROOT = Path("results")
+RUNS_ROOT = Path("runs")
+FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
+Config = ExperimentConfig | MetricExperimentConfig
+
+
+class ResultsExistError(FileExistsError):
+    """The run directory holds a finished run and `force` was not given."""
+
+
+class RunError(RuntimeError):
+    """A run cannot start (or go on): what it needs is missing or does not fit; the message says which."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The two folders of one run and the name of every file in them."""
+
+    out: Path  # results/<experiment>/<profile>: committed
+    state: Path  # runs/<experiment>/<profile>: heavy, git-ignored
+
+    @classmethod
+    def of(cls, cfg: Config, results_root: Path = RESULTS_ROOT, runs_root: Path = RUNS_ROOT) -> RunDir:
+        """The folders of `cfg`'s run; the experiment name must be one plain folder name."""
+        if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
+            raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
+        return cls(Path(results_root) / cfg.name / cfg.profile, Path(runs_root) / cfg.name / cfg.profile)
+
+    def stage(self, name: str) -> RunDir:
+        """The folders of one stage of a two-stage run (the style LoRA): its own log, LoRA and checkpoints."""
+        return RunDir(self.out / name, self.state / name)
+
+    @property
+    def finished(self) -> bool:
+        return (self.out / FINISHED_MARKER).is_file()
+
+    @property
+    def lora(self) -> Path:
+        return self.out / "lora"
+
+    @property
+    def samples(self) -> Path:
+        return self.out / "samples"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "train_log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.state / "checkpoints"
+
+    @property
+    def generated(self) -> Path:
+        return self.state / "generated"
+
+    def append_log(self, record: dict) -> None:
+        """Append `record` to the training log as one JSON line (one write call, so lines never interleave)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def keep_log(self, keep: Callable[[dict], bool]) -> None:
+        """Drop the log records `keep` rejects (those of a part of the run that a resume redoes)."""
+        if self.log.is_file():
+            lines = [line for line in self.log.read_text().splitlines() if keep(json.loads(line))]
+            atomic_write_text(self.log, "".join(line + "\n" for line in lines))
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.out / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def read_json(self, name: str) -> dict | None:
+        path = self.out / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_config(self, cfg: Config) -> None:
+        """`config.resolved.yaml` (the frozen record of what ran) and `config.sha256` (`config_hash`)."""
+        atomic_write_text(self.out / "config.resolved.yaml", config_yaml(cfg))
+        atomic_write_text(self.out / "config.sha256", config_hash(cfg) + "\n")
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        from cinelora.results import write_metrics
+
+        write_metrics(rows, self.metrics)
+
+    def finish(self, cfg: Config, phases: dict[str, float], extra: dict) -> None:
+        """Write `provenance.json`, last: the run is finished."""
+        from cinelora.provenance import collect_provenance
+
+        self.write_json(FINISHED_MARKER, collect_provenance(cfg, phase_seconds=phases, extra=extra))
+
+
+def claim(cfg: Config, force: bool) -> RunDir:
+    """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
+    unfinished one is kept as it is so the run resumes. Writes the resolved config."""
+    run = RunDir.of(cfg)
+    if run.finished and not force:
+        raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); "
+                                "pass --force to delete it and run again")
+    if force:
+        shutil.rmtree(run.state, ignore_errors=True)
+        shutil.rmtree(run.out, ignore_errors=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    return run
+
+
+def _refuse_finished(run: RunDir, force: bool, what: str) -> None:
+    if run.finished and not force:
+        raise ResultsExistError(f"{run.out} holds a finished run; pass --force to recompute its {what}")
+
+
+class _Phases(dict):
+    """Wall seconds per phase, as provenance records them."""
+
+    def time(self, name: str, work: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        result = work()
+        self[name] = time.perf_counter() - start
+        return result
+
+
+# --- generator experiments (kind: generator) ----------------------------------------------------------------
+
+
+def _preflight(cfg: ExperimentConfig, source: str, *, train: bool, evaluate: bool) -> None:
+    from cinelora.preflight import check_inputs
+
+    check_inputs(cfg, source, train=train, evaluate=evaluate)
+
+
+def prepare_world(cfg: ExperimentConfig | MetricExperimentConfig) -> None:
+    """Write the procedural world the config reads (kept when current), for the profiles that use it."""
+    if cfg.world.enabled:
+        from cinelora.data.world import generate_world
+
+        generate_world(cfg.world)
+
+
+def _train(cfg: ExperimentConfig, run: RunDir, context_parallel: int = 1) -> dict:
+    """Train (or resume) the LoRA; `train_summary.json` on the main process; returns the summary."""
+    import torch
+    from accelerate import PartialState
+
+    from cinelora.train import train
+
+    result = train(cfg, run, context_parallel=context_parallel)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
+               "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
+               "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters,
+               "processes": state.num_processes, "context_parallel": result.context_parallel}
+    if state.is_main_process:
+        atomic_write_text(run.out / "train_summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _trained_lora(cfg: ExperimentConfig, run: RunDir) -> Path | None:
+    if not cfg.train.enabled:
+        return None
+    if not run.lora.is_dir():
+        raise RunError(f"{run.lora} is missing: train first (python -m cinelora train --config ... "
+                                f"--profile {cfg.profile})")
+    return run.lora
+
+
+def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only: bool = False) -> None:
+    from cinelora.evaluate import evaluate
+
+    rows = phases.time("evaluate", lambda: evaluate(cfg, _trained_lora(cfg, run), run.generated, run.samples,
+                                                    generate_only=generate_only))
+    if generate_only:
+        return
+    run.write_metrics(rows)
+    extra = {"train": run.read_json("train_summary.json")} if (run.out / "train_summary.json").is_file() else {}
+    extra["evaluators"] = {"lpips_backbone": cfg.eval.lpips_backbone, "rlpips_heads": cfg.eval.rlpips_heads,
+                           "clip_model": cfg.eval.clip_model, "i3d_weights": cfg.eval.i3d_weights}
+    extra["rows"] = len(rows)
+    run.finish(cfg, phases, extra)
+    print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
+
+
+def train_generator(cfg: ExperimentConfig, source: str, force: bool, context_parallel: int = 1) -> dict | None:
+    """`cinelora train`: claim, world, train; the training summary (None on processes other than the main one:
+    under `accelerate launch` the main process claims the folders and writes the world while the others wait)."""
+    import torch
+    from accelerate import PartialState
+
+    from cinelora.speed.context_parallel import check_config
+
+    if not cfg.train.enabled:
+        raise RunError(f"{source}: train.enabled is false (an evaluation-only experiment)")
+    _preflight(cfg, source, train=True, evaluate=False)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    try:
+        check_config(cfg, context_parallel, state.num_processes)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    with state.main_process_first():
+        run = claim(cfg, force) if state.is_main_process else RunDir.of(cfg)
+        prepare_world(cfg)
+    summary = _train(cfg, run, context_parallel)
+    return summary if state.is_main_process else None
+
+
+def generate(cfg: ExperimentConfig, source: str) -> None:
+    """`cinelora generate`: generate (and cache) every evaluation clip, nothing scored."""
+    _preflight(cfg, source, train=False, evaluate=False)
+    prepare_world(cfg)
+    _evaluate(cfg, RunDir.of(cfg), _Phases(), generate_only=True)
+
+
+def evaluate_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
+    """`cinelora evaluate`: score (a trained run's LoRA, or the base model) → metrics.csv, provenance."""
+    run = RunDir.of(cfg)
+    _refuse_finished(run, force, "metrics.csv")
+    _preflight(cfg, source, train=False, evaluate=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    prepare_world(cfg)
+    _evaluate(cfg, run, _Phases())
+
+
+def run_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
+    """`cinelora run` of a generator experiment: world → train → evaluate → provenance."""
+    _preflight(cfg, source, train=cfg.train.enabled, evaluate=True)
+    run = claim(cfg, force)
+    phases = _Phases()
+    phases.time("world", lambda: prepare_world(cfg))
+    if cfg.train.enabled:
+        phases.time("train", lambda: _train(cfg, run))
+    _evaluate(cfg, run, phases)
+
+
+# --- metric experiments (kind: metric): LPIPS and R-LPIPS heads, 2AFC robustness ------------------------------
+
+
+def _metric_heads(cfg: MetricExperimentConfig, run: RunDir) -> None:
+    from cinelora.metrics import rlpips
+
+    summary = run.read_json(rlpips.TRAIN_SUMMARY) or {}
+    for key, adversarial in rlpips.ADVERSARIAL.items():
+        if (run.out / rlpips.HEADS[key]).is_file() and key in summary:
+            continue  # trained before this run was interrupted: kept
+        run.keep_log(lambda record: record.get("heads") != key)
+        summary[key] = rlpips.train_metric_heads(cfg, key, run.out / rlpips.HEADS[key], run.append_log)
+        run.write_json(rlpips.TRAIN_SUMMARY, summary)
+
+
+def _metric_results(cfg: MetricExperimentConfig, run: RunDir, phases: _Phases) -> None:
+    from cinelora.metrics import rlpips
+
+    rows = phases.time("evaluate", lambda: rlpips.evaluate_metric_heads(cfg, {k: run.out / f
+                                                                              for k, f in rlpips.HEADS.items()}))
+    run.write_metrics(rows)
+    run.finish(cfg, phases, {**rlpips.metric_provenance(cfg), "train": run.read_json(rlpips.TRAIN_SUMMARY),
+                             "rows": len(rows)})
+    print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
+
+
+def train_metric(cfg: MetricExperimentConfig, force: bool) -> dict:
+    """`cinelora rlpips-train`: 2AFC data, then both heads (heads already trained are kept)."""
+    from cinelora.metrics import rlpips
+
+    run = claim(cfg, force)
+    rlpips.prepare_data(cfg)
+    _metric_heads(cfg, run)
+    return run.read_json(rlpips.TRAIN_SUMMARY)
+
+
+def evaluate_metric(cfg: MetricExperimentConfig, source: str, force: bool) -> None:
+    """`cinelora rlpips-eval`: 2AFC clean and attacked for both saved heads → metrics.csv, provenance."""
+    from cinelora.metrics import rlpips
+
+    run = RunDir.of(cfg)
+    _refuse_finished(run, force, "metrics.csv")
+    missing = [name for name in rlpips.HEADS.values() if not (run.out / name).is_file()]
+    if missing:
+        raise RunError(f"{run.out}: heads {missing} are missing: train first (python -m cinelora "
+                                f"rlpips-train --config {source} --profile {cfg.profile})")
+    run.write_config(cfg)
+    phases = _Phases()
+    phases.time("data", lambda: rlpips.prepare_data(cfg))
+    _metric_results(cfg, run, phases)
+
+
+def run_metric(cfg: MetricExperimentConfig, force: bool) -> None:
+    """`cinelora run` of a metric experiment: data → both heads → evaluation → provenance."""
+    from cinelora.metrics import rlpips
+
+    run = claim(cfg, force)
+    phases = _Phases()
+    phases.time("data", lambda: rlpips.prepare_data(cfg))
+    phases.time("train", lambda: _metric_heads(cfg, run))
+    _metric_results(cfg, run, phases)
+
+
+def run_experiment(cfg: Config, source: str, force: bool) -> None:
+    """`cinelora run`: the whole experiment, whichever its kind."""
+    if cfg.kind == "metric":
+        run_metric(cfg, force)
+    else:
+        run_generator(cfg, source, force)
+
+
+__all__ = ["RunDir", "ResultsExistError", "RunError", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT", "claim", "prepare_world",
+           "train_generator", "generate", "evaluate_generator", "run_generator", "train_metric", "evaluate_metric",
+           "run_metric", "run_experiment"]

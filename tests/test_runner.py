@@ -1,0 +1,111 @@
+"""The run folder's one owner: claiming (refuse, resume, force), file names, atomic writes, the resolved config."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import yaml
+
+from cinelora import atomic
+from cinelora.atomic import atomic_directory, atomic_write_text
+from cinelora.config import ExperimentConfig, config_hash
+from cinelora.runner import ResultsExistError, RunDir, claim
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the runner's results/ and runs/ are relative to the working directory
+    return tmp_path
+
+
+def test_run_dir_is_experiment_then_profile_and_refuses_a_path_as_name(tmp_path):
+    run = RunDir.of(ExperimentConfig(name="lora_r8", profile="proxy"), tmp_path / "results", tmp_path / "runs")
+    assert (run.out, run.state) == (tmp_path / "results" / "lora_r8" / "proxy", tmp_path / "runs" / "lora_r8" / "proxy")
+    assert run.stage("style").checkpoints == tmp_path / "runs" / "lora_r8" / "proxy" / "style" / "checkpoints"
+    for name in ("", "a/b", ".."):
+        with pytest.raises(ValueError, match="cannot name a results folder"):
+            RunDir.of(ExperimentConfig(name=name))
+
+
+def test_claim_refuses_a_finished_run_without_force(in_tmp):
+    cfg = ExperimentConfig(name="lora_r8", profile="smoke")
+    run = claim(cfg, force=False)
+    run.metrics.write_text("kept")
+    (run.out / "provenance.json").write_text("{}")
+    with pytest.raises(ResultsExistError, match="--force"):
+        claim(cfg, force=False)
+    assert run.metrics.read_text() == "kept"
+
+
+def test_claim_with_force_clears_a_finished_run_and_its_state(in_tmp):
+    cfg = ExperimentConfig(name="run", profile="smoke")
+    run = claim(cfg, force=False)
+    run.finish(cfg, {}, {})
+    run.lora.mkdir()
+    run.checkpoints.mkdir(parents=True)
+    assert run.finished
+    assert claim(cfg, force=True) == run
+    assert sorted(p.name for p in run.out.iterdir()) == ["config.resolved.yaml", "config.sha256"]
+    assert not run.state.exists() and not run.finished
+
+
+def test_claim_reuses_an_unfinished_run(in_tmp):
+    cfg = ExperimentConfig(name="run", profile="smoke")
+    run = claim(cfg, force=False)
+    run.append_log({"step": 1})
+    claim(cfg, force=False)
+    assert run.log.read_text() == '{"step":1}\n'
+
+
+def test_log_appends_one_parsable_line_per_record_and_drops_a_redone_part(tmp_path):
+    run = RunDir(tmp_path / "out", tmp_path / "state")
+    for step in (1, 2, 3):
+        run.append_log({"step": step, "loss": 1 / step})
+    run.keep_log(lambda record: record["step"] <= 2)
+    assert [json.loads(line) for line in run.log.read_text().splitlines()] == [
+        {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "metrics.csv"
+    atomic_write_text(target, "first\n")
+    atomic_write_text(target, "second\n")
+    assert target.read_text() == "second\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_atomic_write_that_fails_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "provenance.json"
+    atomic_write_text(target, "old")
+
+    def killed_rename(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_rename)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["provenance.json"]
+
+
+def test_atomic_directory_killed_midway_leaves_the_old_folder_and_a_hidden_temporary_only(tmp_path):
+    folder = tmp_path / "step_0000002"
+    with atomic_directory(folder) as tmp:
+        (tmp / "state.json").write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_directory(folder, overwrite=True) as tmp:
+        (tmp / "state.json").write_text("")
+        raise KeyboardInterrupt
+    assert (folder / "state.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000002"]  # temporaries are hidden
+    assert atomic._sibling(folder, "tmp").name.startswith(".")
+
+
+def test_write_config_hash_matches_the_written_yaml(tmp_path):
+    cfg = ExperimentConfig(name="lora_r8", profile="smoke", seed=3)
+    RunDir(tmp_path, tmp_path / "state").write_config(cfg)
+    resolved = yaml.safe_load((tmp_path / "config.resolved.yaml").read_text())
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()
+    assert (tmp_path / "config.sha256").read_text() == hashlib.sha256(canonical).hexdigest() + "\n"
+    assert resolved["seed"] == 3 and config_hash(cfg) == hashlib.sha256(canonical).hexdigest()
