@@ -24,7 +24,7 @@ from cinelora import provenance
 from cinelora.atomic import atomic_write_text
 from cinelora.config import ExperimentConfig, load_config
 from cinelora.data.world import generate_world
-from cinelora.runner import RunDir
+from cinelora.rundir import RunDir
 from cinelora.train import train
 
 MAIN_CONFIG = Path("experiments/robust_lpips_r8/config.yaml")

@@ -90,7 +90,7 @@ def _data(action: str, cfg, force: bool) -> None:
 
 
 def _report(what: str, out: str | None) -> None:
-    from cinelora.runner import RESULTS_ROOT
+    from cinelora.rundir import RESULTS_ROOT
 
     module, function, default = REPORTS[what]
     getattr(importlib.import_module(f"cinelora.report.{module}"), function)(RESULTS_ROOT, Path(out or default))
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     from cinelora.metrics.lpips_distance import MissingWeightsError
     from cinelora.models import ModelSourceError
     from cinelora.preflight import MissingInputsError
-    from cinelora.runner import ResultsExistError, RunError
+    from cinelora.rundir import ResultsExistError
+    from cinelora.runner import RunError
     from cinelora.speed.levers import configure_cuda_allocator
     from cinelora.train import NonFiniteLossError
 

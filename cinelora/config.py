@@ -446,30 +446,32 @@ def _overrides(raw: Any, source: str, allowed: tuple[str, ...], what: str) -> di
     return raw
 
 
-def _profile_overrides(kind: str, profile: str, files: list[tuple[Path, dict]]) -> list[tuple[str, dict]]:
-    """[(source, dotted overrides)] of `profile`: its file's section for `kind`, then each experiment's own."""
+def _profile_overrides(kind: str, profile: str, files: list[tuple[Path, dict]]) -> list[dict]:
+    """The dotted overrides of `profile`, in the order they apply: its file's section for `kind`, then each
+    experiment's own `profiles.<profile>`, root first."""
     found = []
     if profile != "full":
         path = CONFIGS_ROOT / "profiles" / f"{profile}.yaml"
         sections = _read_yaml(path)
         if set(sections) - set(KINDS):
             raise ConfigError(str(path), "(top level)", sorted(sections), f"sections among {list(KINDS)}")
-        found.append((str(path), _overrides(sections.get(kind), str(path), PROFILE_KEYS, kind)))
+        found.append(_overrides(sections.get(kind), str(path), PROFILE_KEYS, kind))
     for path, raw in files:
         profiles = raw.get("profiles") or {}
         if not isinstance(profiles, dict) or set(profiles) - set(PROFILES):
             raise ConfigError(str(path), "profiles", profiles, f"a mapping with keys among {list(PROFILES)}")
-        found.append((str(path), _overrides(profiles.get(profile), str(path), PROFILE_KEYS, f"profiles.{profile}")))
+        found.append(_overrides(profiles.get(profile), str(path), PROFILE_KEYS, f"profiles.{profile}"))
     return found
 
 
-def _hardware_overrides(hardware: str) -> tuple[str, dict]:
+def _hardware_overrides(hardware: str) -> dict:
+    """The `speed.*` overrides of the preset `configs/hardware/<hardware>.yaml`."""
     path = CONFIGS_ROOT / "hardware" / f"{hardware}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIGS_ROOT / "hardware").glob("*.yaml"))
         raise ConfigError(str(path), "hardware", hardware, f"one of the presets {known}")
     speed_keys = tuple(k for k in PROFILE_KEYS if k.startswith("speed."))
-    return str(path), _overrides(_read_yaml(path), str(path), speed_keys, "")
+    return _overrides(_read_yaml(path), str(path), speed_keys, "")
 
 
 def _substitute(value: Any, profile: str) -> Any:
@@ -502,7 +504,7 @@ def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None =
         merged = _merge(merged, body, cls)
     merged.update(name=files[-1][1]["name"], parent=files[-1][1].get("parent", ""),
                   varies=varies if len(files) > 1 else [], profile=profile)
-    for where, overrides in _profile_overrides(kind, profile, files):
+    for overrides in _profile_overrides(kind, profile, files):
         for dotted, value in overrides.items():
             _set_dotted(merged, dotted, value)
     if kind == "generator":
@@ -510,8 +512,7 @@ def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None =
             raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to --profile full")
         merged["hardware"] = (hardware or DEFAULT_HARDWARE) if profile == "full" else ""
         if merged["hardware"]:
-            where, overrides = _hardware_overrides(merged["hardware"])
-            for dotted, value in overrides.items():
+            for dotted, value in _hardware_overrides(merged["hardware"]).items():
                 _set_dotted(merged, dotted, value)
     elif hardware is not None:
         raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to generator configs")

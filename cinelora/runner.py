@@ -1,132 +1,21 @@
-"""The one owner of a run's folders, for both kinds of experiment: claims them (a finished run is refused
-without `force`; an unfinished one resumes), names every file in them, writes each atomically, and writes
-`provenance.json` last, so its presence means "finished".
-
-A run of experiment `name` at profile `p` has two folders: `results/<name>/<p>/` (`RunDir.out`: small,
-committed, the paper's data; layout and columns in results/SCHEMA.md) and `runs/<name>/<p>/` (`RunDir.state`:
-checkpoints, generated clips; git-ignored). The CLI parses arguments and calls the functions at the bottom.
+"""The experiments, phase by phase, for both kinds: `cinelora train|generate|evaluate|run|rlpips-train|rlpips-eval`
+as functions of a resolved config. They write only through `RunDir` (`cinelora.rundir`), which owns the run's
+folders; the CLI parses arguments and calls these.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from cinelora.atomic import atomic_write_text
-from cinelora.config import ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml
-
-RESULTS_ROOT = Path("results")
-RUNS_ROOT = Path("runs")
-FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
-Config = ExperimentConfig | MetricExperimentConfig
-
-
-class ResultsExistError(FileExistsError):
-    """The run directory holds a finished run and `force` was not given."""
+from cinelora.config import ExperimentConfig, MetricExperimentConfig
+from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, claim
 
 
 class RunError(RuntimeError):
     """A run cannot start (or go on): what it needs is missing or does not fit; the message says which."""
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """The two folders of one run and the name of every file in them."""
-
-    out: Path  # results/<experiment>/<profile>: committed
-    state: Path  # runs/<experiment>/<profile>: heavy, git-ignored
-
-    @classmethod
-    def of(cls, cfg: Config, results_root: Path = RESULTS_ROOT, runs_root: Path = RUNS_ROOT) -> RunDir:
-        """The folders of `cfg`'s run; the experiment name must be one plain folder name."""
-        if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
-            raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
-        return cls(Path(results_root) / cfg.name / cfg.profile, Path(runs_root) / cfg.name / cfg.profile)
-
-    def stage(self, name: str) -> RunDir:
-        """The folders of one stage of a two-stage run (the style LoRA): its own log, LoRA and checkpoints."""
-        return RunDir(self.out / name, self.state / name)
-
-    @property
-    def finished(self) -> bool:
-        return (self.out / FINISHED_MARKER).is_file()
-
-    @property
-    def lora(self) -> Path:
-        return self.out / "lora"
-
-    @property
-    def samples(self) -> Path:
-        return self.out / "samples"
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / "metrics.csv"
-
-    @property
-    def log(self) -> Path:
-        return self.out / "train_log.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.state / "checkpoints"
-
-    @property
-    def generated(self) -> Path:
-        return self.state / "generated"
-
-    def append_log(self, record: dict) -> None:
-        """Append `record` to the training log as one JSON line (one write call, so lines never interleave)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, separators=(",", ":")) + "\n")
-
-    def keep_log(self, keep: Callable[[dict], bool]) -> None:
-        """Drop the log records `keep` rejects (those of a part of the run that a resume redoes)."""
-        if self.log.is_file():
-            lines = [line for line in self.log.read_text().splitlines() if keep(json.loads(line))]
-            atomic_write_text(self.log, "".join(line + "\n" for line in lines))
-
-    def write_json(self, name: str, data: dict) -> None:
-        atomic_write_text(self.out / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-    def read_json(self, name: str) -> dict | None:
-        path = self.out / name
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def write_config(self, cfg: Config) -> None:
-        """`config.resolved.yaml` (the frozen record of what ran) and `config.sha256` (`config_hash`)."""
-        atomic_write_text(self.out / "config.resolved.yaml", config_yaml(cfg))
-        atomic_write_text(self.out / "config.sha256", config_hash(cfg) + "\n")
-
-    def write_metrics(self, rows: list[dict]) -> None:
-        from cinelora.results import write_metrics
-
-        write_metrics(rows, self.metrics)
-
-    def finish(self, cfg: Config, phases: dict[str, float], extra: dict) -> None:
-        """Write `provenance.json`, last: the run is finished."""
-        from cinelora.provenance import collect_provenance
-
-        self.write_json(FINISHED_MARKER, collect_provenance(cfg, phase_seconds=phases, extra=extra))
-
-
-def claim(cfg: Config, force: bool) -> RunDir:
-    """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
-    unfinished one is kept as it is so the run resumes. Writes the resolved config."""
-    run = RunDir.of(cfg)
-    if run.finished and not force:
-        raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); "
-                                "pass --force to delete it and run again")
-    if force:
-        shutil.rmtree(run.state, ignore_errors=True)
-        shutil.rmtree(run.out, ignore_errors=True)
-    run.out.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg)
-    return run
 
 
 def _refuse_finished(run: RunDir, force: bool, what: str) -> None:
@@ -204,22 +93,36 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
 
 
+def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) -> None:
+    """A context-parallel degree must divide the processes, the heads and every clip's tokens (the style stage's
+    single frames too): checked before any work."""
+    if degree == 1:
+        return
+    from cinelora.models import transformer_config
+    from cinelora.speed.context_parallel import Layout, check_shapes
+
+    frames = [("data.num_frames", cfg.data.num_frames)]
+    if cfg.train.stage == "two_stage":
+        frames.append(("the style stage", 1))
+    try:
+        Layout(degree, 0, processes)
+        for field, n in frames:
+            check_shapes(transformer_config(cfg.model.architecture), degree, n, cfg.data.height, cfg.data.width, field)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+
+
 def train_generator(cfg: ExperimentConfig, source: str, force: bool, context_parallel: int = 1) -> dict | None:
     """`cinelora train`: claim, world, train; the training summary (None on processes other than the main one:
     under `accelerate launch` the main process claims the folders and writes the world while the others wait)."""
     import torch
     from accelerate import PartialState
 
-    from cinelora.speed.context_parallel import check_config
-
     if not cfg.train.enabled:
         raise RunError(f"{source}: train.enabled is false (an evaluation-only experiment)")
     _preflight(cfg, source, train=True, evaluate=False)
     state = PartialState(cpu=not torch.cuda.is_available())
-    try:
-        check_config(cfg, context_parallel, state.num_processes)
-    except ValueError as err:
-        raise RunError(str(err)) from None
+    _check_context_parallel(cfg, context_parallel, state.num_processes)
     with state.main_process_first():
         run = claim(cfg, force) if state.is_main_process else RunDir.of(cfg)
         prepare_world(cfg)
@@ -319,7 +222,7 @@ def run_metric(cfg: MetricExperimentConfig, force: bool) -> None:
     _metric_results(cfg, run, phases)
 
 
-def run_experiment(cfg: Config, source: str, force: bool) -> None:
+def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig, source: str, force: bool) -> None:
     """`cinelora run`: the whole experiment, whichever its kind."""
     if cfg.kind == "metric":
         run_metric(cfg, force)
@@ -327,6 +230,6 @@ def run_experiment(cfg: Config, source: str, force: bool) -> None:
         run_generator(cfg, source, force)
 
 
-__all__ = ["RunDir", "ResultsExistError", "RunError", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT", "claim", "prepare_world",
+__all__ = ["RunError", "prepare_world",
            "train_generator", "generate", "evaluate_generator", "run_generator", "train_metric", "evaluate_metric",
            "run_metric", "run_experiment"]

@@ -31,7 +31,7 @@ from cinelora.speed.context_parallel import Layout
 from cinelora.speed.context_parallel import enable as enable_context_parallel
 from cinelora.data.videos import VideoClipDataset
 from cinelora.objective import PerceptualDistance, TrainingObjective
-from cinelora.runner import RunDir
+from cinelora.rundir import RunDir
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cinelora import cli, runner, study
+from cinelora import cli, rundir, study
 from cinelora.config import PROFILES, load_config
 from cinelora.report import bootstrap_mean_ci, figures, numbers, provenance_list, table2, table3, table4
 from cinelora.results import read_metrics, read_results, write_metrics
@@ -430,7 +430,7 @@ def test_cli_report_dispatches_every_output(tmp_path, monkeypatch):
     for module, function, default in cli.REPORTS.values():
         assert callable(getattr(importlib.import_module(f"cinelora.report.{module}"), function))
         assert default.startswith(("paper/", "docs/"))
-    monkeypatch.setattr(runner, "RESULTS_ROOT", RESULTS)
+    monkeypatch.setattr(rundir, "RESULTS_ROOT", RESULTS)
     cli.main(["report", "table3", "--out", str(tmp_path / "table3.tex")])
     assert (tmp_path / "table3.tex").read_bytes() == SNAPSHOTS["table3"].read_bytes()
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from cinelora import flow_matching, lora, models, objective, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
-from cinelora.runner import RunDir
+from cinelora.rundir import RunDir
 
 @pytest.fixture(scope="module")
 def cfg(tiny_world):

@@ -7,7 +7,7 @@ import torch
 
 from cinelora import lora, models, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
-from cinelora.runner import RunDir
+from cinelora.rundir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -57,21 +57,6 @@ def check_shapes(transformer_config: dict, degree: int, frames: int, height: int
                          f"of {field} ({frames}x{height}x{width}) must both be divisible by {degree}")
 
 
-def check_config(cfg, degree: int, processes: int) -> None:
-    """Reject a context-parallel degree that does not divide the processes, heads or tokens of an
-    `ExperimentConfig`'s clips (and of the style stage's single frames), before any work."""
-    if degree == 1:
-        return
-    from cinelora.models import transformer_config
-
-    frames = [("data.num_frames", cfg.data.num_frames)]
-    if cfg.train.stage == "two_stage":
-        frames.append(("the style stage", 1))  # single frames
-    Layout(degree, 0, processes)
-    for field, n in frames:
-        check_shapes(transformer_config(cfg.model.architecture), degree, n, cfg.data.height, cfg.data.width, field)
-
-
 def enable(transformer: WanTransformer3DModel, layout: Layout) -> dist.ProcessGroup:
     """Shard `transformer`'s sequence over the context-parallel group of this process; returns that group.
 
@@ -107,4 +92,4 @@ def sum_gradient_over_group(tensor: torch.Tensor, group: dist.ProcessGroup | Non
     return tensor if group is None else _SumGradient.apply(tensor, group)
 
 
-__all__ = ["Layout", "check_config", "check_shapes", "enable", "sum_gradient_over_group", "MESH_DIMS"]
+__all__ = ["Layout", "check_shapes", "enable", "sum_gradient_over_group", "MESH_DIMS"]

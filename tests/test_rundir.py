@@ -1,4 +1,5 @@
-"""The run folder's one owner: claiming (refuse, resume, force), file names, atomic writes, the resolved config."""
+"""The run folder's one owner (`cinelora.rundir`): claiming (refuse, resume, force), file names, atomic writes, the
+resolved config."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import yaml
 from cinelora import atomic
 from cinelora.atomic import atomic_directory, atomic_write_text
 from cinelora.config import ExperimentConfig, config_hash
-from cinelora.runner import ResultsExistError, RunDir, claim
+from cinelora.rundir import ResultsExistError, RunDir, claim
 
 
 @pytest.fixture

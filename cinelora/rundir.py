@@ -1,0 +1,127 @@
+"""A run's two folders and every file in them, owned by one class: `RunDir` names each file, writes it
+atomically and writes `provenance.json` last, so its presence means "finished"; `claim` refuses a finished run
+without `force` and keeps an unfinished one, which then resumes.
+
+A run of experiment `name` at profile `p` has `results/<name>/<p>/` (`RunDir.out`: small, committed, the paper's
+data; layout and columns in results/SCHEMA.md) and `runs/<name>/<p>/` (`RunDir.state`: checkpoints, generated
+clips; git-ignored). `cinelora.runner` runs the experiments into them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinelora.atomic import atomic_write_text
+from cinelora.config import ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml
+
+RESULTS_ROOT = Path("results")
+RUNS_ROOT = Path("runs")
+FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
+Config = ExperimentConfig | MetricExperimentConfig
+
+
+class ResultsExistError(FileExistsError):
+    """The run directory holds a finished run and `force` was not given."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The two folders of one run and the name of every file in them."""
+
+    out: Path  # results/<experiment>/<profile>: committed
+    state: Path  # runs/<experiment>/<profile>: heavy, git-ignored
+
+    @classmethod
+    def of(cls, cfg: Config, results_root: Path = RESULTS_ROOT, runs_root: Path = RUNS_ROOT) -> RunDir:
+        """The folders of `cfg`'s run; the experiment name must be one plain folder name."""
+        if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
+            raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
+        return cls(Path(results_root) / cfg.name / cfg.profile, Path(runs_root) / cfg.name / cfg.profile)
+
+    def stage(self, name: str) -> RunDir:
+        """The folders of one stage of a two-stage run (the style LoRA): its own log, LoRA and checkpoints."""
+        return RunDir(self.out / name, self.state / name)
+
+    @property
+    def finished(self) -> bool:
+        return (self.out / FINISHED_MARKER).is_file()
+
+    @property
+    def lora(self) -> Path:
+        return self.out / "lora"
+
+    @property
+    def samples(self) -> Path:
+        return self.out / "samples"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "train_log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.state / "checkpoints"
+
+    @property
+    def generated(self) -> Path:
+        return self.state / "generated"
+
+    def append_log(self, record: dict) -> None:
+        """Append `record` to the training log as one JSON line (one write call, so lines never interleave)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def keep_log(self, keep: Callable[[dict], bool]) -> None:
+        """Drop the log records `keep` rejects (those of a part of the run that a resume redoes)."""
+        if self.log.is_file():
+            lines = [line for line in self.log.read_text().splitlines() if keep(json.loads(line))]
+            atomic_write_text(self.log, "".join(line + "\n" for line in lines))
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.out / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def read_json(self, name: str) -> dict | None:
+        path = self.out / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_config(self, cfg: Config) -> None:
+        """`config.resolved.yaml` (the frozen record of what ran) and `config.sha256` (`config_hash`)."""
+        atomic_write_text(self.out / "config.resolved.yaml", config_yaml(cfg))
+        atomic_write_text(self.out / "config.sha256", config_hash(cfg) + "\n")
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        from cinelora.results import write_metrics
+
+        write_metrics(rows, self.metrics)
+
+    def finish(self, cfg: Config, phases: dict[str, float], extra: dict) -> None:
+        """Write `provenance.json`, last: the run is finished."""
+        from cinelora.provenance import collect_provenance
+
+        self.write_json(FINISHED_MARKER, collect_provenance(cfg, phase_seconds=phases, extra=extra))
+
+
+def claim(cfg: Config, force: bool) -> RunDir:
+    """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
+    unfinished one is kept as it is so the run resumes. Writes the resolved config."""
+    run = RunDir.of(cfg)
+    if run.finished and not force:
+        raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); "
+                                "pass --force to delete it and run again")
+    if force:
+        shutil.rmtree(run.state, ignore_errors=True)
+        shutil.rmtree(run.out, ignore_errors=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    return run
+
+
+__all__ = ["RunDir", "ResultsExistError", "claim", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]
