@@ -22,11 +22,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path for a writer that needs a file name (ffmpeg, safetensors); on success it
     replaces `path` (its folder is created first); on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:  # name the file the caller asked for, not the temporary
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
 

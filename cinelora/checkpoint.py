@@ -36,8 +36,13 @@ def _step_dir(root: Path, step: int) -> Path:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint folder under `root`, or None."""
-    done = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file()) if root.is_dir() else []
+    """The newest complete checkpoint folder under `root`, or None. A save that was killed leaves only a hidden
+    temporary folder (`atomic_directory`): it is never taken for a checkpoint, and it is removed here."""
+    if not root.is_dir():
+        return None
+    for torn in root.glob(".step_*"):
+        shutil.rmtree(torn, ignore_errors=True)
+    done = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file())
     return done[-1] if done else None
 
 

@@ -4,6 +4,7 @@ Makefile call it. Benchmarks have their own entry point, `python -m bench`."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
@@ -150,7 +151,20 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+# a folder that cannot take what a run writes: said in one line naming the path, not as a traceback
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except OSError as err:
+        if err.errno not in _UNWRITABLE:
+            raise
+        raise SystemExit(f"cannot write {err.filename}: {err.strerror}") from None
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "report":  # reads results/ only: `make table2` must not wait for the model stack
         _report(args.what, args.out)

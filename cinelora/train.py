@@ -40,7 +40,8 @@ FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the run stopped and its last good checkpoint is untouched."""
+    """The loss or the gradient norm became NaN/inf; the run stopped before the optimizer step, so its last good
+    checkpoint is untouched and resumable."""
 
 
 @dataclass
@@ -242,6 +243,12 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
             for name, value in {"loss": loss, **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / tc.grad_accum
         grad_norm = accelerator.clip_grad_norm_(lora.lora_parameters(transformer), tc.max_grad_norm)
+        if not torch.isfinite(grad_norm):  # the norm of every process's gradients: the same decision everywhere
+            last = latest_checkpoint(run.checkpoints)
+            raise NonFiniteLossError(
+                f"non-finite gradient norm ({float(grad_norm)}) with a finite loss at step {state.step + 1}: stopped "
+                f"before the optimizer step; last good checkpoint: {last if last else 'none (no checkpoint yet)'}. "
+                "Lower train.lr or check the data.")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -92,3 +92,19 @@ def test_full_profile_without_inputs_stops_before_work_listing_everything(tmp_pa
     for missing in ("data.train", "eval.domains.actors", "perceptual.heads", "eval.i3d_weights", "eval.clip_model"):
         assert missing in message
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_full_or_read_only_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from cinelora import atomic
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "open", full_disk)
+    out = tmp_path / "tables" / "table2.tex"
+    with pytest.raises(SystemExit) as err:
+        main(["report", "table2", "--out", str(out)])
+    assert str(err.value) == f"cannot write {out}: No space left on device"
+    assert not out.exists() and not list(out.parent.iterdir())  # no temporary left behind

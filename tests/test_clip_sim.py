@@ -77,3 +77,11 @@ def test_load_clip_names_what_is_missing(tmp_path):
     message = str(error.value)
     assert "model.safetensors" in message and "preprocessor_config.json" in message
     assert "openai/clip-vit-base-patch32" in message
+
+
+def test_load_clip_reads_a_folder_saved_by_transformers(clip, tmp_path):
+    model, processor = clip
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)  # transformers 5 writes processor_config.json
+    loaded, loaded_processor = load_clip(tmp_path)
+    torch.testing.assert_close(text_embedding(loaded, loaded_processor, CAPTION), text_embedding(model, processor, CAPTION))

@@ -79,6 +79,51 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(cfg, tmp_path, monkeypa
     assert state.step == 2 and all(torch.isfinite(v).all() for v in lora_sd.values())
 
 
+def test_a_checkpoint_save_killed_midway_is_ignored_and_the_run_resumes_from_the_one_before(cfg, tmp_path,
+                                                                                         monkeypatch):
+    reference = _run(cfg, tmp_path / "a")
+    real_write = Path.write_text
+
+    def killed_writing_the_second_state(self, text, *args, **kwargs):
+        if self.name == "state.json" and "step_0000004" in str(self.parent):
+            real_write(self, "")  # the process dies while writing the trainer state: an empty file
+            raise KeyboardInterrupt
+        return real_write(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_writing_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path / "b")
+    monkeypatch.setattr(Path, "write_text", real_write)
+    checkpoints = tmp_path / "b" / "state" / "checkpoints"
+    torn = checkpoints / ".step_0000004.tmp-killed"  # what SIGKILL leaves (the save's own cleanup never ran)
+    torn.mkdir()
+    (torn / "state.json").write_text("")
+    assert latest_checkpoint(checkpoints).name == "step_0000002" and not torn.exists()
+    resumed = _run(cfg, tmp_path / "b")
+    a = load_file(reference.lora_dir / "pytorch_lora_weights.safetensors")
+    b = load_file(resumed.lora_dir / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_step(cfg, tmp_path, monkeypatch):
+    real_clip = train.Accelerator.clip_grad_norm_
+
+    def nan_after_first_checkpoint(self, parameters, max_norm):
+        parameters = list(parameters)
+        if latest_checkpoint(tmp_path / "state" / "checkpoints") is not None:
+            for p in parameters:
+                p.grad.fill_(float("nan"))
+        return real_clip(self, parameters, max_norm)
+
+    monkeypatch.setattr(train.Accelerator, "clip_grad_norm_", nan_after_first_checkpoint)
+    with pytest.raises(train.NonFiniteLossError, match=r"gradient norm.*step 3.*step_0000002"):
+        _run(cfg, tmp_path)
+    state, lora_sd, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "state" / "checkpoints"))
+    assert state.step == 2 and all(torch.isfinite(v).all() for v in lora_sd.values())
+    monkeypatch.setattr(train.Accelerator, "clip_grad_norm_", real_clip)
+    assert _run(cfg, tmp_path).steps == 4  # resumable: the rerun finishes from step 2
+
+
 def test_early_stopping_keeps_the_best_lora(cfg, tmp_path):
     strict = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stop_patience=1,
                                                                 early_stop_min_delta=1e9, steps=8))

@@ -102,7 +102,11 @@ def random_clip(seed: int) -> tuple[CLIPModel, CLIPProcessor]:
 
 def missing_clip_files(folder: Path) -> list[str]:
     """Files a transformers CLIP folder lacks (relative names); empty when complete."""
-    missing = [f for f in ("config.json", "preprocessor_config.json") if not (folder / f).is_file()]
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    # the hub's CLIP folders carry preprocessor_config.json; CLIPProcessor.save_pretrained (transformers 5) writes
+    # processor_config.json: either holds the image preprocessing
+    if not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        missing.append("preprocessor_config.json (or processor_config.json)")
     if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
         missing.append("model.safetensors (weights are read from safetensors only, never unpickled)")
     if not ((folder / "tokenizer.json").is_file() or all((folder / f).is_file() for f in ("vocab.json", "merges.txt"))):

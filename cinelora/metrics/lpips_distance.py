@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al. 2018, arXiv 1801.03924) through the `lpips` package, version 0.1 linear heads.
 
 The trunk comes from torchvision's standard weight file in the torch hub cache (`backbone="torchvision"`),
-and is never downloaded here: a missing file is one clear error. `backbone="random"` builds a seeded random
+never downloaded and read with `weights_only=True` (`load_trunk`): a missing file is one clear error. `backbone="random"` builds a seeded random
 trunk (`pnet_rand=True`): smoke/proxy scale only, and every result written with it says so.
 
 Linear heads (the five 1×1 convolutions `lin0..lin4`, seven for squeeze) come from one place whatever their
@@ -12,6 +12,7 @@ keys as the package, e.g. `lin0.model.1.weight`; a "tune" file also holds the tr
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -54,8 +55,32 @@ def new_lpips(net: str, backbone: str, seed: int, *, tune: bool = False) -> lpip
         raise ValueError(f"LPIPS backbone: found {backbone!r}, expected one of {list(BACKBONES)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.derive_seed(seed, "lpips_init"))
-        return lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=backbone == "random",
-                           pnet_tune=tune, use_dropout=True, eval_mode=False, verbose=False)
+        # always built without weights (pnet_rand): the package would have torchvision unpickle the trunk file
+        # (load_state_dict_from_url, weights_only=False); the same modules are drawn either way, so the heads'
+        # seeded init does not depend on the backbone
+        model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, pnet_tune=tune,
+                            use_dropout=True, eval_mode=False, verbose=False)
+    if backbone == "torchvision":
+        load_trunk(model, trunk_path(net))
+    return model
+
+
+def load_trunk(model: lpips.LPIPS, path: Path) -> None:
+    """Load torchvision's trunk file (`features.<i>.*` of its state dict) into the LPIPS trunk (`slice<k>.<i>.*`),
+    read with `weights_only=True`: a file that is not a plain tensor state dict is refused, never unpickled."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: not a plain tensor state dict; refused to unpickle it ({str(err).splitlines()[0]})"
+                         ) from None
+    mapped = {}
+    for key in model.net.state_dict():
+        index, rest = re.fullmatch(r"slice\d+\.(\d+)\.(.+)", key).groups()
+        if f"features.{index}.{rest}" not in state:
+            raise ValueError(f"{path}: no tensor features.{index}.{rest}; expected torchvision's "
+                             f"{path.name} state dict")
+        mapped[key] = state[f"features.{index}.{rest}"]
+    model.net.load_state_dict(mapped)
 
 
 def read_heads(net: str, heads: str | Path = "") -> dict[str, torch.Tensor]:
