@@ -70,4 +70,14 @@ def atomic_directory(folder: str | Path, overwrite: bool = False) -> Iterator[Pa
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_directory"]
+def remove_temporaries(folder: str | Path) -> None:
+    """Remove what killed writers left in `folder` and below: hidden temporaries of `atomic_path` and
+    `atomic_directory` (`.<stem>.tmp-<hex><suffix>`, `.<name>.old-<hex>`)."""
+    for stray in sorted(Path(folder).rglob(".*.tmp-*")) + sorted(Path(folder).rglob(".*.old-*")):
+        if stray.is_dir():
+            shutil.rmtree(stray, ignore_errors=True)
+        else:
+            stray.unlink(missing_ok=True)
+
+
+__all__ = ["remove_temporaries", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_directory"]

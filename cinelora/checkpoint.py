@@ -29,6 +29,7 @@ class TrainerState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     scheduler: dict = field(default_factory=dict)
+    config_sha256: str = ""  # the resolved config the run was started with (`config_hash`): resumed only with it
 
 
 def _step_dir(root: Path, step: int) -> Path:

@@ -174,7 +174,7 @@ def _main(argv: list[str] | None) -> None:
     from cinelora.metrics.lpips_distance import MissingWeightsError
     from cinelora.models import ModelSourceError
     from cinelora.preflight import MissingInputsError
-    from cinelora.rundir import ResultsExistError
+    from cinelora.rundir import ConfigChangedError, ResultsExistError, RunLockedError
     from cinelora.runner import RunError
     from cinelora.speed.levers import configure_cuda_allocator
     from cinelora.train import NonFiniteLossError
@@ -182,7 +182,7 @@ def _main(argv: list[str] | None) -> None:
     configure_cuda_allocator()
     try:
         _dispatch(args, cfg)
-    except (MissingInputsError, RunError) as err:
+    except (MissingInputsError, RunError, ConfigChangedError, RunLockedError) as err:
         raise SystemExit(str(err)) from None
     except (ResultsExistError, MissingWeightsError, ModelSourceError, VideoDataError, NonFiniteLossError) as err:
         raise SystemExit(f"{type(err).__name__}: {err}") from None

@@ -7,6 +7,7 @@ import io
 import math
 import numbers
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
+from cinelora.rundir import FINISHED_MARKER
 
 METRIC_COLUMNS = ("experiment", "profile", "seed", "domain", "clip", "condition", "metric", "value")
 KEY_COLUMNS = METRIC_COLUMNS[:-1]
@@ -145,8 +147,14 @@ def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
 
 
 def read_results(results_root: Path) -> pd.DataFrame:
-    """Every `results_root/<experiment>/<profile>/metrics.csv`, checked to hold only its own run's rows."""
-    paths = sorted(Path(results_root).glob("*/*/metrics.csv"))
+    """Every finished run's `results_root/<experiment>/<profile>/metrics.csv`, checked to hold only its own run's
+    rows. A folder without `provenance.json` (written last) is an unfinished run: skipped, and said on stderr."""
+    paths = []
+    for path in sorted(Path(results_root).glob("*/*/metrics.csv")):
+        if (path.parent / FINISHED_MARKER).is_file():
+            paths.append(path)
+        else:
+            print(f"{path.parent}: unfinished run (no {FINISHED_MARKER}): its metrics.csv is left out", file=sys.stderr)
     if not paths:
         raise FileNotFoundError(f"no {results_root}/<experiment>/<profile>/metrics.csv found")
     frames = []

@@ -8,13 +8,18 @@ clips; git-ignored). `cinelora.runner` runs the experiments into them.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cinelora.atomic import atomic_write_text
+import yaml
+
+from cinelora.atomic import atomic_write_text, remove_temporaries
 from cinelora.config import ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml
 
 RESULTS_ROOT = Path("results")
@@ -25,6 +30,14 @@ Config = ExperimentConfig | MetricExperimentConfig
 
 class ResultsExistError(FileExistsError):
     """The run directory holds a finished run and `force` was not given."""
+
+
+class ConfigChangedError(ValueError):
+    """An unfinished run was started with another resolved config: resuming would mix the two."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is running the same experiment at the same profile."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +122,57 @@ class RunDir:
         self.write_json(FINISHED_MARKER, collect_provenance(cfg, phase_seconds=phases, extra=extra))
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_same_config(run: RunDir, cfg: Config) -> None:
+    """Refuse to go on with an unfinished run whose recorded config (`config.resolved.yaml`) is not `cfg`,
+    naming the keys that changed: its checkpoints and logs were made with the old values."""
+    recorded = run.out / "config.resolved.yaml"
+    if not recorded.is_file() or recorded.read_text() == config_yaml(cfg):
+        return
+    old, new = _flat(yaml.safe_load(recorded.read_text()) or {}), _flat(yaml.safe_load(config_yaml(cfg)))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    raise ConfigChangedError(f"{run.out} holds an unfinished run made with another config; changed: "
+                             + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+                             + ". Put the old values back to resume it, or pass --force to start it again")
+
+
+@contextlib.contextmanager
+def locked(cfg: Config) -> Iterator[None]:
+    """Hold the run's lock (`runs/<experiment>/<profile>.lock`, with the holder's process id) while working:
+    a second run of the same experiment and profile stops at once, saying which process has it."""
+    run = RunDir.of(cfg)
+    path = run.state.with_name(run.state.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunLockedError(f"{path} is held by process {holder}: another run of {cfg.name} at profile "
+                                 f"{cfg.profile} is in progress; wait for it to end (or stop it)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def claim(cfg: Config, force: bool) -> RunDir:
     """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
-    unfinished one is kept as it is so the run resumes. Writes the resolved config."""
+    unfinished one is kept as it is so the run resumes, if it was made with the same config (else
+    ConfigChangedError). Stray temporaries of a killed writer are removed. Writes the resolved config."""
     run = RunDir.of(cfg)
     if run.finished and not force:
         raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); "
@@ -119,9 +180,12 @@ def claim(cfg: Config, force: bool) -> RunDir:
     if force:
         shutil.rmtree(run.state, ignore_errors=True)
         shutil.rmtree(run.out, ignore_errors=True)
+    check_same_config(run, cfg)
+    remove_temporaries(run.out)
     run.out.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     return run
 
 
-__all__ = ["RunDir", "ResultsExistError", "claim", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]
+__all__ = ["RunDir", "ResultsExistError", "ConfigChangedError", "RunLockedError", "claim", "check_same_config",
+           "locked", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]

@@ -4,6 +4,8 @@ folders; the CLI parses arguments and calls these.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -11,11 +13,27 @@ from pathlib import Path
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import ExperimentConfig, MetricExperimentConfig
-from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, claim
+from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, check_same_config, claim, locked
 
 
 class RunError(RuntimeError):
     """A run cannot start (or go on): what it needs is missing or does not fit; the message says which."""
+
+
+def _one_at_a_time(work: Callable) -> Callable:
+    """Run `work(cfg, ...)` holding the run's lock (`rundir.locked`): a second run of the same experiment and
+    profile stops at once. Under `accelerate launch` the main process holds it for the whole launch."""
+
+    @functools.wraps(work)
+    def exclusive(cfg, *args, **kwargs):
+        import torch
+        from accelerate import PartialState
+
+        main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+        with locked(cfg) if main else contextlib.nullcontext():
+            return work(cfg, *args, **kwargs)
+
+    return exclusive
 
 
 def _refuse_finished(run: RunDir, force: bool, what: str) -> None:
@@ -112,6 +130,7 @@ def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) 
         raise RunError(str(err)) from None
 
 
+@_one_at_a_time
 def train_generator(cfg: ExperimentConfig, source: str, force: bool, context_parallel: int = 1) -> dict | None:
     """`cinelora train`: claim, world, train; the training summary (None on processes other than the main one:
     under `accelerate launch` the main process claims the folders and writes the world while the others wait)."""
@@ -130,6 +149,7 @@ def train_generator(cfg: ExperimentConfig, source: str, force: bool, context_par
     return summary if state.is_main_process else None
 
 
+@_one_at_a_time
 def generate(cfg: ExperimentConfig, source: str) -> None:
     """`cinelora generate`: generate (and cache) every evaluation clip, nothing scored."""
     _preflight(cfg, source, train=False, evaluate=False)
@@ -137,17 +157,21 @@ def generate(cfg: ExperimentConfig, source: str) -> None:
     _evaluate(cfg, RunDir.of(cfg), _Phases(), generate_only=True)
 
 
+@_one_at_a_time
 def evaluate_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
     """`cinelora evaluate`: score (a trained run's LoRA, or the base model) → metrics.csv, provenance."""
     run = RunDir.of(cfg)
     _refuse_finished(run, force, "metrics.csv")
     _preflight(cfg, source, train=False, evaluate=True)
+    if not force:
+        check_same_config(run, cfg)  # the LoRA it scores was trained with the config recorded there
     run.out.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     prepare_world(cfg)
     _evaluate(cfg, run, _Phases())
 
 
+@_one_at_a_time
 def run_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
     """`cinelora run` of a generator experiment: world → train → evaluate → provenance."""
     _preflight(cfg, source, train=cfg.train.enabled, evaluate=True)
@@ -185,6 +209,7 @@ def _metric_results(cfg: MetricExperimentConfig, run: RunDir, phases: _Phases) -
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
 
 
+@_one_at_a_time
 def train_metric(cfg: MetricExperimentConfig, force: bool) -> dict:
     """`cinelora rlpips-train`: 2AFC data, then both heads (heads already trained are kept)."""
     from cinelora.metrics import rlpips
@@ -195,6 +220,7 @@ def train_metric(cfg: MetricExperimentConfig, force: bool) -> dict:
     return run.read_json(rlpips.TRAIN_SUMMARY)
 
 
+@_one_at_a_time
 def evaluate_metric(cfg: MetricExperimentConfig, source: str, force: bool) -> None:
     """`cinelora rlpips-eval`: 2AFC clean and attacked for both saved heads → metrics.csv, provenance."""
     from cinelora.metrics import rlpips
@@ -205,12 +231,15 @@ def evaluate_metric(cfg: MetricExperimentConfig, source: str, force: bool) -> No
     if missing:
         raise RunError(f"{run.out}: heads {missing} are missing: train first (python -m cinelora "
                                 f"rlpips-train --config {source} --profile {cfg.profile})")
+    if not force:
+        check_same_config(run, cfg)  # the heads it scores were trained with the config recorded there
     run.write_config(cfg)
     phases = _Phases()
     phases.time("data", lambda: rlpips.prepare_data(cfg))
     _metric_results(cfg, run, phases)
 
 
+@_one_at_a_time
 def run_metric(cfg: MetricExperimentConfig, force: bool) -> None:
     """`cinelora run` of a metric experiment: data → both heads → evaluation → provenance."""
     from cinelora.metrics import rlpips

@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from cinelora import lora, models, objective, seeding
 from cinelora.speed.checkpointing import apply_speed_levers
 from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from cinelora.config import ExperimentConfig
+from cinelora.config import ExperimentConfig, config_hash
 from cinelora.speed.context_parallel import Layout
 from cinelora.speed.context_parallel import enable as enable_context_parallel
 from cinelora.data.videos import VideoClipDataset
 from cinelora.objective import PerceptualDistance, TrainingObjective
-from cinelora.rundir import RunDir
+from cinelora.rundir import ConfigChangedError, RunDir
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
@@ -200,10 +200,14 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                                   weight_decay=tc.weight_decay)
     scheduler = _lr_scheduler(cfg, optimizer)
 
-    state, best_lora = TrainerState(), None
+    state, best_lora = TrainerState(config_sha256=config_hash(cfg)), None
     ckpt = latest_checkpoint(run.checkpoints)
     if ckpt is not None:
         state, lora_sd, opt_sd, best_lora = load_checkpoint(ckpt)
+        if state.config_sha256 != config_hash(cfg):
+            raise ConfigChangedError(f"{ckpt} was made with config {state.config_sha256[:12]}, this run's is "
+                                     f"{config_hash(cfg)[:12]}: resuming would mix the two; pass --force to "
+                                     "start the run again")
         lora.load_lora_state_dict(transformer, lora_sd)
         scheduler.load_state_dict(state.scheduler)
         accelerator.print(f"resuming from {ckpt.name} (step {state.step}/{tc.steps})")

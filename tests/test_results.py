@@ -106,6 +106,7 @@ def test_read_metrics_names_the_line_with_a_wrong_field_count(tmp_path, line):
 def test_read_results_rejects_rows_filed_under_another_run(tmp_path):
     path = tmp_path / "lpips_r8" / "smoke" / "metrics.csv"
     path.parent.mkdir(parents=True)
+    (path.parent / "provenance.json").write_text("{}")
     write_metrics([metric_row(experiment="lora_r8")], path)
     with pytest.raises(ValueError, match="folder says \\('lpips_r8', 'smoke'\\)"):
         read_results(tmp_path)
@@ -167,3 +168,13 @@ def test_git_sha_named_in_the_environment_wins_over_the_checkout(monkeypatch, tm
     monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "main")
     with pytest.raises(ValueError, match="CINELORA_GIT_SHA='main'"):
         provenance.git_sha()
+
+
+def test_read_results_leaves_out_an_unfinished_run_and_says_so(tmp_path, capsys):
+    for name, finished in (("lora_r8", True), ("lpips_r8", False)):
+        folder = tmp_path / name / "smoke"
+        write_metrics([metric_row(experiment=name)], folder / "metrics.csv")
+        if finished:
+            (folder / "provenance.json").write_text("{}")
+    assert read_results(tmp_path)["experiment"].tolist() == ["lora_r8"]
+    assert "lpips_r8/smoke: unfinished run (no provenance.json)" in capsys.readouterr().err

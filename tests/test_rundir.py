@@ -2,6 +2,7 @@
 resolved config."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import yaml
 from cinelora import atomic
 from cinelora.atomic import atomic_directory, atomic_write_text
 from cinelora.config import ExperimentConfig, config_hash
-from cinelora.rundir import ResultsExistError, RunDir, claim
+from cinelora.rundir import ConfigChangedError, ResultsExistError, RunDir, RunLockedError, claim, locked
 
 
 @pytest.fixture
@@ -110,3 +111,37 @@ def test_write_config_hash_matches_the_written_yaml(tmp_path):
     canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()
     assert (tmp_path / "config.sha256").read_text() == hashlib.sha256(canonical).hexdigest() + "\n"
     assert resolved["seed"] == 3 and config_hash(cfg) == hashlib.sha256(canonical).hexdigest()
+
+
+def test_resuming_with_a_changed_config_is_refused_naming_the_keys(in_tmp):
+    cfg = ExperimentConfig(name="run", profile="smoke")
+    claim(cfg, force=False).append_log({"step": 1})  # an unfinished run
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-3))
+    with pytest.raises(ConfigChangedError, match=r"changed: train\.lr 3e-05 -> 0\.001.*--force"):
+        claim(changed, force=False)
+    assert RunDir.of(cfg).log.is_file()  # nothing lost
+    assert yaml.safe_load((RunDir.of(cfg).out / "config.resolved.yaml").read_text())["train"]["lr"] == 3e-5
+    assert claim(changed, force=True).out.is_dir()  # --force starts it again
+    assert not RunDir.of(cfg).log.exists()
+
+
+def test_claim_removes_what_a_killed_writer_left(in_tmp):
+    cfg = ExperimentConfig(name="run", profile="smoke")
+    run = claim(cfg, force=False)
+    (run.out / ".metrics.tmp-0a1b2c3d.csv").write_text("half")
+    (run.out / "lora").mkdir()
+    (run.out / "lora" / ".pytorch_lora_weights.tmp-0a1b2c3d.safetensors").write_bytes(b"")
+    claim(cfg, force=False)
+    assert not [p for p in run.out.rglob(".*") if p.is_file()]
+
+
+def test_a_second_run_of_the_same_experiment_stops_naming_the_holder(in_tmp):
+    cfg = ExperimentConfig(name="run", profile="smoke")
+    with locked(cfg):
+        with pytest.raises(RunLockedError, match=rf"runs/run/smoke\.lock is held by process {os.getpid()}"):
+            with locked(cfg):
+                pass
+        with locked(ExperimentConfig(name="run", profile="proxy")):  # another profile is another run
+            pass
+    with locked(cfg):  # released
+        pass

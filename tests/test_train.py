@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from cinelora import flow_matching, lora, models, objective, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
-from cinelora.rundir import RunDir
+from cinelora.rundir import ConfigChangedError, RunDir
 
 @pytest.fixture(scope="module")
 def cfg(tiny_world):
@@ -122,6 +122,13 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_step(cfg, tmp
     assert state.step == 2 and all(torch.isfinite(v).all() for v in lora_sd.values())
     monkeypatch.setattr(train.Accelerator, "clip_grad_norm_", real_clip)
     assert _run(cfg, tmp_path).steps == 4  # resumable: the rerun finishes from step 2
+
+
+def test_a_checkpoint_resumes_only_under_the_config_it_was_made_with(cfg, tmp_path):
+    _run(cfg, tmp_path)
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 10, steps=6))
+    with pytest.raises(ConfigChangedError, match="step_0000004 was made with config"):
+        _run(changed, tmp_path)
 
 
 def test_early_stopping_keeps_the_best_lora(cfg, tmp_path):
