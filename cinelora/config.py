@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,18 @@ PROFILES = ("full", "proxy", "smoke")
 CONFIGS_ROOT = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_HARDWARE = "h100-80gb"  # the `full` profile's GPU: configs/hardware/h100-80gb.yaml
 DERIVED_KEYS = ("varies", "profile", "hardware")  # set by the loader, never by a file
+WORLD_DOMAINS = ("studio", "cinematic", "actors", "photos")  # the procedural world's domains (cinelora/data/world.py)
+# Linear layers of diffusers' Wan I2V transformer (names inside a block, or from the root outside the blocks); a
+# LoRA target is one of them or a dot-separated suffix of one. The same for every size (a test holds it to diffusers).
+WAN_LINEAR_LAYERS = (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj",
+    "ffn.net.0.proj", "ffn.net.2", "proj_out",
+    "condition_embedder.image_embedder.ff.net.0.proj", "condition_embedder.image_embedder.ff.net.2",
+    "condition_embedder.text_embedder.linear_1", "condition_embedder.text_embedder.linear_2",
+    "condition_embedder.time_embedder.linear_1", "condition_embedder.time_embedder.linear_2",
+    "condition_embedder.time_proj",
+)
 CROSS_ATTENTION_TARGETS = [
     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj",
 ]
@@ -248,18 +262,22 @@ _METRIC_CHOICES = {
     "rlpips.attack_norm": ("linf", "l2"),
 }
 _METRIC_POSITIVE = (
-    "rlpips.patch_size", "rlpips.epochs", "rlpips.batch_size", "rlpips.lr", "rlpips.attack_eps_255",
+    "rlpips.patch_size", "rlpips.epochs", "rlpips.batch_size", "rlpips.attack_eps_255",
     "rlpips.attack_steps", "rlpips.attack_step_255", "rlpips.eval_pgd_steps",
 )
 _POSITIVE = (
     "lora.rank", "lora.alpha", "data.height", "data.width", "data.num_frames", "data.frame_stride",
     "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
-    "train.grad_accum", "train.lr", "train.val_every", "train.val_batches", "train.checkpoint_every",
+    "train.grad_accum", "train.max_grad_norm", "train.val_every", "train.val_batches", "train.checkpoint_every",
     "train.log_every", "eval.clips_per_domain", "eval.num_inference_steps", "model.flow_shift",
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
+_NON_NEGATIVE = ("seed", "world.seed", "train.num_workers", "train.early_stop_patience", "train.early_stop_min_delta",
+                 "train.style_steps")
+_LEARNING_RATES = ("train.lr",)  # in (0, 1]: a larger one is a typo (1e30), never a recipe
+_METRIC_LEARNING_RATES = ("rlpips.lr",)
 
 
 def _type_name(tp: Any) -> str:
@@ -327,12 +345,48 @@ def _check_choices(cfg: Any, choices: dict[str, tuple], positive: tuple[str, ...
 
 def _check_metric_ranges(cfg: MetricExperimentConfig, source: str) -> None:
     _check_choices(cfg, _METRIC_CHOICES, _METRIC_POSITIVE, source)
+    _check_numbers(cfg, source, ("seed", "world.seed", "rlpips.decay_epochs"), _METRIC_LEARNING_RATES)
+    _check_world(cfg.world, source, ())
     if not cfg.rlpips.eval_eps_255 or not all(e > 0 for e in cfg.rlpips.eval_eps_255):
         raise ConfigError(source, "rlpips.eval_eps_255", cfg.rlpips.eval_eps_255, "a non-empty list of values > 0")
 
 
+def _check_numbers(cfg: Any, source: str, non_negative: tuple[str, ...], rates: tuple[str, ...]) -> None:
+    for key, value in flatten(cfg).items():  # inf and nan pass every comparison below, or fail it unexplained
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(source, key, value, "a finite number")
+    for key in non_negative:
+        if _get(cfg, key) < 0:
+            raise ConfigError(source, key, _get(cfg, key), "a value >= 0")
+    for key in rates:
+        if not 0 < _get(cfg, key) <= 1:
+            raise ConfigError(source, key, _get(cfg, key), "a learning rate in (0, 1]")
+
+
+def _check_world(world: WorldConfig, source: str, needs: tuple[str, ...]) -> None:
+    unknown = [d for d in world.domains if d not in WORLD_DOMAINS]
+    if unknown or not world.domains:
+        raise ConfigError(source, "world.domains", world.domains, f"domains among {list(WORLD_DOMAINS)}")
+    for split in needs:
+        if world.splits.get(split, 0) < 1:
+            raise ConfigError(source, "world.splits", world.splits, f"at least one '{split}' clip per domain "
+                              "(the run reads that split)")
+    if any(n < 0 for n in world.splits.values()):
+        raise ConfigError(source, "world.splits", world.splits, "clip counts >= 0")
+
+
 def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
     _check_choices(cfg, _CHOICES, _POSITIVE, source)
+    _check_numbers(cfg, source, _NON_NEGATIVE, _LEARNING_RATES)
+    if cfg.eval.guidance_scale < 1:
+        raise ConfigError(source, "eval.guidance_scale", cfg.eval.guidance_scale,
+                          "a value >= 1 (1 = no classifier-free guidance)")
+    unknown = [t for t in cfg.lora.targets if not any(n == t or n.endswith("." + t) for n in WAN_LINEAR_LAYERS)]
+    if unknown:
+        raise ConfigError(source, "lora.targets", unknown, f"names (or dot-separated suffixes) of the Wan "
+                          f"transformer's linear layers: {list(WAN_LINEAR_LAYERS)}")
+    if cfg.world.enabled:
+        _check_world(cfg.world, source, (("train", "val") if cfg.train.enabled else ()) + ("test",))
     for key in _FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")
@@ -359,14 +413,38 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "data.train/data.val", (cfg.data.train, cfg.data.val), "paths when training")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's SafeLoader (no object construction), stricter in two ways: a key twice in one mapping is an error
+    (SafeLoader keeps the last silently), and `3e-5` is a float as in YAML 1.2 (YAML 1.1 needs a dot: `3.0e-5`)."""
+
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (the later one would "
+                                                        "silently win)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789"))
+
+
 def _read_yaml(path: Path) -> dict:
     source = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
     except FileNotFoundError:
         raise ConfigError(source, "(file)", None, "an existing YAML file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(source, "(file)", str(err).splitlines()[0], "valid YAML") from None
+        raise ConfigError(source, "(file)", " ".join(str(err).split()), "valid YAML") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, "(file)", f"byte {err.object[err.start:err.start + 1]!r} at offset {err.start}",
+                          "UTF-8 text") from None
     if not isinstance(raw, dict):
         raise ConfigError(source, "(top level)", raw, "a mapping")
     return raw

@@ -179,3 +179,55 @@ def test_resolving_a_config_imports_no_torch():
             "sys.exit('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, *map(str, EXPERIMENTS)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "cinelora.config imported torch"
+
+
+@pytest.mark.parametrize("mutate, key, expected", [
+    (lambda r: r["train"].update(max_grad_norm=-1.0), "train.max_grad_norm", "> 0"),  # silent gradient ascent
+    (lambda r: r["train"].update(num_workers=-1), "train.num_workers", ">= 0"),
+    (lambda r: r["train"].update(lr=float("inf")), "train.lr", "a finite number"),
+    (lambda r: r["train"].update(lr=1e30), "train.lr", "a learning rate in (0, 1]"),
+    (lambda r: r["train"].update(early_stop_patience=-3), "train.early_stop_patience", ">= 0"),
+    (lambda r: r["train"].update(early_stop_min_delta=-1.0), "train.early_stop_min_delta", ">= 0"),
+    (lambda r: r["eval"].update(guidance_scale=-5.0), "eval.guidance_scale", ">= 1"),
+    (lambda r: r.update(seed=-1), "seed", ">= 0"),
+    (lambda r: r["world"].update(enabled=True, splits={"train": 0, "val": 2, "test": 2}), "world.splits", "'train'"),
+    (lambda r: r["world"].update(enabled=True, domains=["studio", "mars"]), "world.domains", "domains among"),
+    (lambda r: r["lora"].update(targets=["attn2.to_q", "attn3.to_k"]), "lora.targets", "linear layers"),
+])
+def test_values_that_would_run_wrong_are_rejected_before_any_work(tmp_path, mutate, key, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, mutate), "full")
+    assert err.value.key == key and expected in err.value.expected
+
+
+def test_a_key_given_twice_is_rejected_and_a_float_needs_no_dot(tmp_path):
+    text = LORA_R8.read_text()
+    twice = tmp_path / "twice" / "config.yaml"
+    twice.parent.mkdir()
+    twice.write_text(text.replace("  lr: 3.0e-5", "  lr: 3.0e-5\n  lr: 1.0e-3"))
+    with pytest.raises(ConfigError, match=r"duplicate key .{1,3}lr.*line 45"):
+        load_config(twice, "smoke")
+    plain = tmp_path / "plain" / "config.yaml"
+    plain.parent.mkdir()
+    plain.write_text(text.replace("  lr: 3.0e-5", "  lr: 3e-5"))
+    assert load_config(plain, "smoke").train.lr == 3e-5
+
+
+def test_a_config_that_is_not_utf8_names_its_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(LORA_R8.read_bytes().replace(b"seed: 0", b"seed: 0 # \xff"))
+    with pytest.raises(ConfigError, match=rf"{path}.*UTF-8"):
+        load_config(path, "smoke")
+
+
+def test_the_known_linear_layers_are_those_of_diffusers_wan_transformer():
+    import re
+
+    import torch
+
+    from cinelora import models
+    from cinelora.config import WAN_LINEAR_LAYERS
+
+    transformer = models.build_transformer("smoke", torch.float32, "cpu", seed=0)
+    found = {re.sub(r"^blocks\.\d+\.", "", n) for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert found == set(WAN_LINEAR_LAYERS)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import cinelora.data.world as world
+from cinelora.config import WORLD_DOMAINS as DOMAINS
 from cinelora.config import WorldConfig
-from cinelora.data.world import DOMAINS, PHOTOS, SPLIT_BLOCK, WorldError, generate_world, render_clip
+from cinelora.data.world import PHOTOS, SPLIT_BLOCK, WorldError, generate_world, render_clip
 
 SMALL = {"height": 32, "width": 32, "num_frames": 5}
 

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from cinelora.atomic import atomic_write_text
 from cinelora.seeding import derive_seed
-from cinelora.data.world import DOMAINS, SPLIT_BLOCK, render_clip
+from cinelora.config import WORLD_DOMAINS
+from cinelora.data.world import SPLIT_BLOCK, render_clip
 
 VERSION = 1  # bump when patches or judgments change: a set on disk made by another version is rewritten
 JUDGE_TEMPERATURE = 0.2
@@ -136,7 +137,7 @@ def judge_from_severity(total0: float, total1: float) -> float:
 
 
 def make_triplet(seed: int, split: str, name: str, index: int, patch_size: int, frame_size: tuple[int, int],
-                 domains: Sequence[str] = DOMAINS) -> dict:
+                 domains: Sequence[str] = WORLD_DOMAINS) -> dict:
     """One triplet: uint8 [patch_size, patch_size, 3] ref/p0/p1, judge in [0, 1], and how it was made."""
     clip = FIRST_CLIP[split] + index
     domain = domains[index % len(domains)]
@@ -160,7 +161,7 @@ def _write_triplet(folder: Path, triplet: dict, index: int) -> None:
 
 
 def write_two_afc_world(root: str | Path, *, seed: int, triplets: dict[str, int], sets: dict[str, list[str]],
-                        patch_size: int, frame_size: tuple[int, int], domains: Sequence[str] = DOMAINS,
+                        patch_size: int, frame_size: tuple[int, int], domains: Sequence[str] = WORLD_DOMAINS,
                         progress: bool = True) -> Path:
     """Write `triplets[split]` triplets per set of `sets[split]` under `root` in the BAPPS layout.
 
@@ -173,8 +174,8 @@ def write_two_afc_world(root: str | Path, *, seed: int, triplets: dict[str, int]
     unknown = sorted({n for names in sets.values() for n in names} - set(SETS))
     if unknown:
         raise ValueError(f"procedural 2AFC sets {unknown} unknown; expected names among {list(SETS)}")
-    if not domains or set(domains) - set(DOMAINS):
-        raise ValueError(f"procedural 2AFC domains {list(domains)}; expected a non-empty list among {list(DOMAINS)}")
+    if not domains or set(domains) - set(WORLD_DOMAINS):
+        raise ValueError(f"procedural 2AFC domains {list(domains)}; expected a non-empty list among {list(WORLD_DOMAINS)}")
     root = Path(root)
     params = {"version": VERSION, "seed": seed, "domains": list(domains), "triplets": dict(triplets),
               "sets": {k: list(v) for k, v in sets.items()}, "patch_size": patch_size,

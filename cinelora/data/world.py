@@ -38,11 +38,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cinelora.atomic import atomic_write_text
-from cinelora.config import WorldConfig
+from cinelora.config import WORLD_DOMAINS, WorldConfig
 from cinelora.data.videos import write_video
 from cinelora.seeding import derive_seed
 
-DOMAINS = ("studio", "cinematic", "actors", "photos")
 # Bump when rendering changes: a world on disk made by another version then no longer matches.
 WORLD_VERSION = 1
 # Clip index = SPLIT_BLOCK * (position of the split in `splits`) + i, so splits never share a clip and a
@@ -108,11 +107,11 @@ class WorldError(ValueError):
 
 def clip_rng(domain: str, index: int, seed: int) -> np.random.Generator:
     """The random stream of one clip: depends on (seed, domain, index) only, via the project's seeding."""
-    if domain not in DOMAINS:
-        raise WorldError(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}")
+    if domain not in WORLD_DOMAINS:
+        raise WorldError(f"unknown domain {domain!r}; expected one of {list(WORLD_DOMAINS)}")
     if index < 0 or seed < 0:
         raise WorldError(f"clip ({domain}, index={index}, seed={seed}): expected index >= 0 and seed >= 0")
-    return np.random.default_rng([derive_seed(seed, "world", index), DOMAINS.index(domain)])
+    return np.random.default_rng([derive_seed(seed, "world", index), WORLD_DOMAINS.index(domain)])
 
 
 def _r(value: float) -> float:
@@ -616,9 +615,9 @@ def _split_params(cfg: WorldConfig, domain: str, split: str, position: int, coun
 
 
 def _check_request(cfg: WorldConfig) -> None:
-    unknown = [d for d in cfg.domains if d not in DOMAINS]
+    unknown = [d for d in cfg.domains if d not in WORLD_DOMAINS]
     if unknown:
-        raise WorldError(f"world.domains: {unknown} unknown; expected names among {list(DOMAINS)}")
+        raise WorldError(f"world.domains: {unknown} unknown; expected names among {list(WORLD_DOMAINS)}")
     bad = {split: n for split, n in cfg.splits.items() if not 0 <= n < SPLIT_BLOCK}
     if bad:
         raise WorldError(f"world.splits: counts {bad}; expected 0 <= count < {SPLIT_BLOCK}")
@@ -701,6 +700,6 @@ def generate_world(cfg: WorldConfig, force: bool = False, progress: bool = True)
 
 
 __all__ = [
-    "DOMAINS", "WORLD_VERSION", "SPLIT_BLOCK", "WorldError", "clip_rng", "clip_attributes", "caption_of",
+    "WORLD_VERSION", "SPLIT_BLOCK", "WorldError", "clip_rng", "clip_attributes", "caption_of",
     "render_clip", "generate_world",
 ]
