@@ -111,6 +111,16 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
 
 
+def _probe_evaluation_videos(cfg: ExperimentConfig) -> None:
+    """Open every evaluation domain's videos as evaluation will (VideoDataError naming a bad file, unless
+    data.skip_bad_videos)."""
+    from cinelora.data.videos import VideoClipDataset
+
+    for source in cfg.eval.domains.values():
+        VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
+                         skip_bad=cfg.data.skip_bad_videos)
+
+
 def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) -> None:
     """A context-parallel degree must divide the processes, the heads and every clip's tokens (the style stage's
     single frames too): checked before any work."""
@@ -179,6 +189,7 @@ def run_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
     phases = _Phases()
     phases.time("world", lambda: prepare_world(cfg))
     if cfg.train.enabled:
+        _probe_evaluation_videos(cfg)  # a corrupt test clip must stop the run now, not after the training
         phases.time("train", lambda: _train(cfg, run))
     _evaluate(cfg, run, phases)
 

@@ -179,3 +179,26 @@ def test_write_video_rejects_odd_sizes_and_leaves_no_file(tmp_path):
     with pytest.raises(VideoDataError, match=r"float\.mp4: frames of float32"):
         write_video(tmp_path / "float.mp4", _grey_ramp(3).astype(np.float32), fps=8)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_caption_or_manifest_that_is_not_utf8_names_its_file(bank, tmp_path):
+    folder = _clips(bank, tmp_path / "clips", ["world0"])
+    (folder / "world0.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(VideoDataError, match=r"world0\.txt: is not UTF-8 text \(byte b'\\xe9' at offset 3\)"):
+        read_clip_records(folder)
+    for name, text in (("m.jsonl", '{"path": "clips/world0.mp4", "caption": "café"}\n'),
+                       ("m.csv", "path,caption\nclips/world0.mp4,café\n")):
+        (tmp_path / name).write_bytes(text.encode("cp1252"))
+        with pytest.raises(VideoDataError, match=rf"{name}: is not UTF-8 text"):
+            read_clip_records(tmp_path / name)
+
+
+def test_a_manifest_path_outside_its_folder_is_allowed_but_said(bank, tmp_path, caplog):
+    _clips(bank, tmp_path / "elsewhere", ["world0"])
+    (tmp_path / "set").mkdir()
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    manifest.write_text(json.dumps({"path": "../elsewhere/world0.mp4", "caption": "a clip"}) + "\n")
+    with caplog.at_level(logging.WARNING, logger="cinelora.data"):
+        records = read_clip_records(manifest)
+    assert records[0].path == tmp_path / "elsewhere" / "world0.mp4"
+    assert "manifest.jsonl:1: path '../elsewhere/world0.mp4' lies outside the manifest's folder" in caplog.text

@@ -2,6 +2,7 @@
 and the CLI's refusal to overwrite finished metrics without --force."""
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,17 @@ def test_cli_evaluate_refuses_to_overwrite_without_force(cfg, tmp_path, monkeypa
     assert metrics.read_bytes() == first and len(calls) == 1
     main(args + ["--force"])
     assert len(calls) == 2 and os.path.isfile(metrics)
+
+
+def test_a_corrupt_evaluation_clip_stops_the_run_before_training(tiny_world, tmp_path, monkeypatch):
+    from cinelora import runner
+    from cinelora.data.videos import VideoDataError
+
+    cfg = tiny_world("lora_r8", ["cinematic"], {"train": 2, "val": 1, "test": 1})
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, rlpips_heads=""))
+    bad = sorted(Path(cfg.eval.domains["cinematic"]).glob("*.mp4"))[0]
+    bad.write_bytes(b"not a video")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "_train", lambda *a, **k: pytest.fail("trained before probing the test clips"))
+    with pytest.raises(VideoDataError, match=rf"{bad.name}: cannot be decoded"):
+        runner.run_generator(cfg, "config.yaml", force=False)

@@ -13,6 +13,7 @@ A source is one of
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -82,15 +83,26 @@ def _manifest_record(manifest: Path, line: int, row: dict) -> ClipRecord:
     if not isinstance(caption, str) or not caption.strip():
         raise VideoDataError(manifest, f"caption {caption!r}", "a non-empty caption", line)
     path = Path(os.path.normpath(manifest.parent / str(row["path"])))
+    if not path.resolve().is_relative_to(manifest.parent.resolve()):  # allowed, but said
+        logger.warning("%s:%d: path %r lies outside the manifest's folder (%s)", manifest, line, row["path"], path)
     if not path.is_file():
         raise VideoDataError(manifest, f"video '{path}' does not exist", "an existing video file", line)
     attributes = {k: v for k, v in row.items() if k not in REQUIRED_KEYS}
     return ClipRecord(path, caption.strip(), attributes)
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; anything else is a VideoDataError naming the file and the offending byte."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise VideoDataError(path, f"is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                             f"{err.start})", "UTF-8 text (save captions and manifests as UTF-8)") from None
+
+
 def _read_jsonl_manifest(manifest: Path) -> list[ClipRecord]:
     records = []
-    for line, text in enumerate(manifest.read_text().splitlines(), start=1):
+    for line, text in enumerate(_read_text(manifest).splitlines(), start=1):
         if not text.strip():
             continue
         try:
@@ -104,14 +116,13 @@ def _read_jsonl_manifest(manifest: Path) -> list[ClipRecord]:
 
 
 def _read_csv_manifest(manifest: Path) -> list[ClipRecord]:
-    with manifest.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [key for key in REQUIRED_KEYS if key not in columns]
-        if missing:
-            raise VideoDataError(manifest, f"columns {columns} lack {missing}",
-                                 f"a header with columns {list(REQUIRED_KEYS)}", 1)
-        return [_manifest_record(manifest, reader.line_num, row) for row in reader]
+    reader = csv.DictReader(io.StringIO(_read_text(manifest), newline=""))
+    columns = reader.fieldnames or []
+    missing = [key for key in REQUIRED_KEYS if key not in columns]
+    if missing:
+        raise VideoDataError(manifest, f"columns {columns} lack {missing}",
+                             f"a header with columns {list(REQUIRED_KEYS)}", 1)
+    return [_manifest_record(manifest, reader.line_num, row) for row in reader]
 
 
 def _read_caption_sidecars(folder: Path) -> list[ClipRecord]:
@@ -126,7 +137,7 @@ def _read_caption_sidecars(folder: Path) -> list[ClipRecord]:
         sidecar = video.with_suffix(".txt")
         if not sidecar.is_file():
             raise VideoDataError(video, "has no caption file", f"its caption in '{sidecar.name}'")
-        caption = sidecar.read_text().strip()
+        caption = _read_text(sidecar).strip()
         if not caption:
             raise VideoDataError(sidecar, "is empty", f"the caption of '{video.name}'")
         records.append(ClipRecord(video, caption, {}))
