@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,10 +147,12 @@ def check_same_config(run: RunDir, cfg: Config) -> None:
 
 @contextlib.contextmanager
 def locked(cfg: Config) -> Iterator[None]:
-    """Hold the run's lock (`runs/<experiment>/<profile>.lock`, with the holder's process id) while working:
-    a second run of the same experiment and profile stops at once, saying which process has it."""
+    """Hold the run's lock while working: a second run of the same experiment and profile stops at once, saying
+    which process has it. The lock file (the holder's process id) lives in the system's temporary folder, keyed
+    by the run's absolute results path, so a run refused before any work leaves nothing in the project."""
     run = RunDir.of(cfg)
-    path = run.state.with_name(run.state.name + ".lock")
+    key = hashlib.sha256(str(run.out.resolve()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "cinelora-locks" / f"{cfg.name}-{cfg.profile}-{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
@@ -156,8 +160,9 @@ def locked(cfg: Config) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
-            raise RunLockedError(f"{path} is held by process {holder}: another run of {cfg.name} at profile "
-                                 f"{cfg.profile} is in progress; wait for it to end (or stop it)") from None
+            raise RunLockedError(f"{run.out} is in use by process {holder}: another run of {cfg.name} at profile "
+                                 f"{cfg.profile} is in progress; wait for it to end (or stop it). Lock: {path}"
+                                 ) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")

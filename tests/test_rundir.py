@@ -138,10 +138,11 @@ def test_claim_removes_what_a_killed_writer_left(in_tmp):
 def test_a_second_run_of_the_same_experiment_stops_naming_the_holder(in_tmp):
     cfg = ExperimentConfig(name="run", profile="smoke")
     with locked(cfg):
-        with pytest.raises(RunLockedError, match=rf"runs/run/smoke\.lock is held by process {os.getpid()}"):
+        with pytest.raises(RunLockedError, match=rf"results/run/smoke is in use by process {os.getpid()}"):
             with locked(cfg):
                 pass
         with locked(ExperimentConfig(name="run", profile="proxy")):  # another profile is another run
             pass
     with locked(cfg):  # released
         pass
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "results").exists()  # nothing in the project
