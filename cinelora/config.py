@@ -133,6 +133,8 @@ class EvalConfig:
     rlpips_heads: str = ""  # R-LPIPS heads (safetensors) for `rlpips` rows; "" = no R-LPIPS rows
     clip_model: str = "weights/clip-vit-base-patch32"  # local CLIPModel folder | random (seeded tiny; smoke)
     i3d_weights: str = "weights/i3d_pretrained_400.pt"  # pytorch-i3d state dict | random (seeded; smoke)
+    i3d_release: str = "videogpt"  # whose code the weight file belongs to: videogpt (eps 1e-5) | pytorch-i3d (1e-3)
+    fvd_covariance: str = "unbiased"  # unbiased: /(N-1) (TF-GAN, original FVD) | biased: /N (StyleGAN-V, cd-fvd)
     pipeline: str = "one_stage"  # one_stage: real first frame → clip | two_stage: caption → keyframe → clip
     attack: bool = True  # also generate from PGD-attacked conditioning frames ("attacked" rows)
     attack_eps_255: float = 4.0  # L∞ radius in pixel units x255
@@ -253,6 +255,8 @@ _CHOICES = {
     "train.early_stop_metric": ("val_loss", "perceptual"),
     "train.stage": ("single", "two_stage"),
     "eval.pipeline": ("one_stage", "two_stage"),
+    "eval.i3d_release": ("videogpt", "pytorch-i3d"),  # cinelora.metrics.i3d.RELEASES
+    "eval.fvd_covariance": ("unbiased", "biased"),  # cinelora.metrics.fvd.COVARIANCES
 }
 _METRIC_CHOICES = {
     "rlpips.net": ("alex", "vgg", "squeeze"),
@@ -387,6 +391,10 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
                           f"transformer's linear layers: {list(WAN_LINEAR_LAYERS)}")
     if cfg.world.enabled:
         _check_world(cfg.world, source, (("train", "val") if cfg.train.enabled else ()) + ("test",))
+    other = {"i3d_pretrained_400.pt": "videogpt", "rgb_imagenet.pt": "pytorch-i3d"}.get(Path(cfg.eval.i3d_weights).name)
+    if other and other != cfg.eval.i3d_release:
+        raise ConfigError(source, "eval.i3d_release", cfg.eval.i3d_release, f"{other!r} for {cfg.eval.i3d_weights} "
+                          "(each file runs with the batch-norm eps of the code it was released with)")
     for key in _FRACTIONS:
         if not 0 <= _get(cfg, key) < 1:
             raise ConfigError(source, key, _get(cfg, key), "a value in [0, 1)")

@@ -51,7 +51,8 @@ def build_evaluators(cfg: ExperimentConfig, device: str) -> Evaluators:
         rlpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed, heads=e.rlpips_heads).to(device)
         if e.rlpips_heads else None,
         clip=(clip_model.to(device), clip_processor),
-        i3d=(i3d.random_i3d(cfg.seed) if e.i3d_weights == "random" else i3d.load_i3d(e.i3d_weights)).to(device),
+        i3d=(i3d.random_i3d(cfg.seed) if e.i3d_weights == "random"
+             else i3d.load_i3d(e.i3d_weights, e.i3d_release)).to(device),
     )
 
 
@@ -209,7 +210,7 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
         if len(feats) < 2:
             tqdm.write(f"FVD {domain}/{name}: skipped, it needs at least 2 clips (has {len(feats)})")
             continue
-        result = fvd.fvd(torch.cat(feats), torch.cat(features[(domain, "real")]))
+        result = fvd.fvd(torch.cat(feats), torch.cat(features[(domain, "real")]), cfg.eval.fvd_covariance)
         if result.warning:
             tqdm.write(f"FVD {domain}/{name}: {result.warning}")
         rows.append({**key, "domain": domain, "clip": "all", "condition": name, "metric": "fvd", "value": result.value})

