@@ -27,6 +27,7 @@ from cinelora import lora, models, objective, seeding
 from cinelora.atomic import atomic_path
 from cinelora.config import AdversarialConfig, ExperimentConfig, config_hash
 from cinelora.data.videos import VideoClipDataset
+from cinelora.results import sample_strip
 from cinelora.metrics import clip_sim, fvd, i3d, temporal
 from cinelora.metrics.lpips_distance import build_lpips, lpips_per_frame
 
@@ -125,11 +126,12 @@ def _clip_seed_index(domain: str, clip: str) -> int:
 
 
 def _save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, max_frames: int = 8) -> None:
-    """A PNG with ground-truth frames on top and generated frames below."""
+    """A PNG with ground-truth frames on top and generated frames below (`results.sample_strip`)."""
     idx = np.linspace(0, reference.shape[0] - 1, min(max_frames, reference.shape[0])).round().astype(int)
     rows = [torch.cat(list(_to_uint8(clip[idx])), dim=2) for clip in (reference, generated)]
+    strip = sample_strip(torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
     with atomic_path(path) as tmp:
-        Image.fromarray(torch.cat(rows, dim=1).permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        strip.save(tmp, format="PNG")
 
 
 def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tensor, caption: str) -> dict[str, float]:
@@ -204,6 +206,7 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
             if samples_dir is not None and i == 0 and condition == "clean":
                 samples_dir.mkdir(parents=True, exist_ok=True)
                 _save_strip(samples_dir / f"{domain}.png", reference, generated)
+    warned: list[tuple[str, str]] = []  # said once for the whole evaluation, not once per FVD
     for (domain, name), feats in sorted(features.items()):
         if name == "real":
             continue
@@ -212,8 +215,10 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
             continue
         result = fvd.fvd(torch.cat(feats), torch.cat(features[(domain, "real")]), cfg.eval.fvd_covariance)
         if result.warning:
-            tqdm.write(f"FVD {domain}/{name}: {result.warning}")
+            warned.append((f"{domain}/{name}", result.warning))
         rows.append({**key, "domain": domain, "clip": "all", "condition": name, "metric": "fvd", "value": result.value})
         rows.append({**key, "domain": domain, "clip": "all", "condition": name, "metric": "fvd_clips",
                      "value": float(result.n_a)})
+    if warned:
+        tqdm.write(f"FVD ({len(warned)} of them: {', '.join(name for name, _ in warned)}): {warned[0][1]}")
     return rows

@@ -57,7 +57,8 @@ def describe_datasets(cfg: ExperimentConfig) -> list[str]:
         if source:
             ds = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
                                   skip_bad=cfg.data.skip_bad_videos)
-            lines.append(f"{name}: {len(ds)} clips from {source}" + (f", {len(ds.skipped)} skipped" if ds.skipped else ""))
+            skipped = f", {len(ds.skipped)} skipped" if ds.skipped else ""
+            lines.append(f"{name}: {len(ds)} clips from {source}{skipped}")
     return lines
 
 

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
@@ -23,6 +25,9 @@ KEY_COLUMNS = METRIC_COLUMNS[:-1]
 CONDITIONS = ("clean", "attacked")
 # Metric-robustness rows (rlpips_metric) name the attack on the 2AFC reference and its L∞ radius in pixel
 # units x255, e.g. `pgd_eps4` (cinelora.metrics.rlpips.condition_name).
+# samples/<domain>.png: the rows of a frame strip, top to bottom, named in a left margin of this many pixels
+SAMPLE_ROWS = ("ground truth", "generated")
+SAMPLE_LABEL_WIDTH = 72
 ATTACK_CONDITION = re.compile(r"(fgsm|pgd)_eps(0|[1-9][0-9]*)(\.[0-9]+)?")
 
 
@@ -53,6 +58,17 @@ METRICS: dict[str, Metric] = {
     "rel_dist_shift_lpips": Metric(label="LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
     "rel_dist_shift_rlpips": Metric(label="R-LPIPS rel. shift", direction="lower", decimals=3, unit="fraction"),
 }
+
+
+def sample_strip(frames: np.ndarray) -> Image.Image:
+    """`samples/<domain>.png` from its frames, uint8 [H, W, 3] with the `SAMPLE_ROWS` stacked top to bottom: the
+    same frames, each row named in a white left margin of `SAMPLE_LABEL_WIDTH` pixels."""
+    strip = Image.new("RGB", (SAMPLE_LABEL_WIDTH + frames.shape[1], frames.shape[0]), "white")
+    strip.paste(Image.fromarray(frames), (SAMPLE_LABEL_WIDTH, 0))
+    draw, height = ImageDraw.Draw(strip), frames.shape[0] // len(SAMPLE_ROWS)
+    for row, label in enumerate(SAMPLE_ROWS):
+        draw.text((2, row * height + height // 2), label, fill="black", anchor="lm", font=ImageFont.load_default())
+    return strip
 
 
 def _check_text(row: dict, column: str, where: str) -> None:
@@ -170,6 +186,7 @@ def read_results(results_root: Path) -> pd.DataFrame:
 
 
 __all__ = [
-    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "write_metrics",
+    "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "SAMPLE_ROWS",
+    "SAMPLE_LABEL_WIDTH", "sample_strip", "write_metrics",
     "read_metrics", "read_results",
 ]

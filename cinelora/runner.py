@@ -77,7 +77,8 @@ def _train(cfg: ExperimentConfig, run: RunDir, context_parallel: int = 1) -> dic
 
     result = train(cfg, run, context_parallel=context_parallel)
     state = PartialState(cpu=not torch.cuda.is_available())
-    summary = {"steps": result.steps, "best_val_loss": result.best_val, "best_step": result.best_step,
+    summary = {"steps": result.steps, "val_metric": result.val_metric, "best_val": result.best_val,
+               "best_step": result.best_step,
                "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
                "trainable_parameters": result.trainable_parameters, "transformer_parameters": result.total_parameters,
                "processes": state.num_processes, "context_parallel": result.context_parallel}
@@ -113,6 +114,15 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
     extra["rows"] = len(rows)
     run.finish(cfg, phases, extra)
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
+    _where(cfg, run)
+
+
+def _where(cfg: ExperimentConfig, run: RunDir) -> None:
+    """The closing summary: where each part of the run went."""
+    parts = {"metrics": run.metrics, "samples": run.samples, "provenance": run.out / FINISHED_MARKER}
+    if cfg.train.enabled:
+        parts = {"LoRA": run.lora, "training log": run.log, **parts, "checkpoints": run.checkpoints}
+    print("\n".join(f"  {name + ':':<13} {path}" for name, path in parts.items() if path.exists()))
 
 
 def _probe_evaluation_videos(cfg: ExperimentConfig) -> None:

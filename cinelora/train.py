@@ -47,6 +47,7 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainResult:
     steps: int
+    val_metric: str  # the validation record early stopping watches: val_perceptual (D on x̂0) or val_loss (flow)
     best_val: float
     best_step: int
     stopped_early: bool
@@ -292,7 +293,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
     keep = best_lora if best_lora is not None else lora.lora_state_dict(final)
     if accelerator.is_main_process:
         lora.save_lora(final, run.lora, cfg.lora, adapter_name=adapter, state=keep)
-    return TrainResult(state.step, state.best_val, state.best_step, state.stopped_early, run.lora, layout.degree,
-                       time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
+    return TrainResult(state.step, signal, state.best_val, state.best_step, state.stopped_early, run.lora,
+                       layout.degree, time.perf_counter() - t0, sum(p.numel() for p in lora.lora_parameters(final)),
                        sum(p.numel() for p in final.parameters()))
 

@@ -84,4 +84,5 @@ def test_load_clip_reads_a_folder_saved_by_transformers(clip, tmp_path):
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)  # transformers 5 writes processor_config.json
     loaded, loaded_processor = load_clip(tmp_path)
-    torch.testing.assert_close(text_embedding(loaded, loaded_processor, CAPTION), text_embedding(model, processor, CAPTION))
+    torch.testing.assert_close(text_embedding(loaded, loaded_processor, CAPTION),
+                               text_embedding(model, processor, CAPTION))

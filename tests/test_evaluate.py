@@ -4,6 +4,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cinelora import evaluate as ev
@@ -75,3 +76,18 @@ def test_a_corrupt_evaluation_clip_stops_the_run_before_training(tiny_world, tmp
     monkeypatch.setattr(runner, "_train", lambda *a, **k: pytest.fail("trained before probing the test clips"))
     with pytest.raises(VideoDataError, match=rf"{bad.name}: cannot be decoded"):
         runner.run_generator(cfg, "config.yaml", force=False)
+
+
+def test_sample_strips_name_their_rows_and_the_fvd_warning_is_said_once(cfg, tmp_path, capsys):
+    from PIL import Image
+
+    from cinelora.results import SAMPLE_LABEL_WIDTH
+
+    ev.evaluate(cfg, None, tmp_path / "cache", tmp_path / "samples", progress=False)
+    strip = np.asarray(Image.open(tmp_path / "samples" / "actors.png").convert("RGB"))
+    margin = strip[:, :SAMPLE_LABEL_WIDTH]
+    assert (margin < 128).any() and (margin == 255).mean() > 0.5  # dark row names on a white margin
+    halves = np.array_split(margin, 2)  # one name a row: "ground truth" is longer than "generated"
+    assert (halves[0] < 128).any(axis=(0, 2)).sum() > (halves[1] < 128).any(axis=(0, 2)).sum()
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("dominated by sample-size bias") == 1  # 2 FVDs (clean, attacked), one line

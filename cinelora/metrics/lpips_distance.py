@@ -1,8 +1,9 @@
 """LPIPS (Zhang et al. 2018, arXiv 1801.03924) through the `lpips` package, version 0.1 linear heads.
 
 The trunk comes from torchvision's standard weight file in the torch hub cache (`backbone="torchvision"`),
-never downloaded and read with `weights_only=True` (`load_trunk`): a missing file is one clear error. `backbone="random"` builds a seeded random
-trunk (`pnet_rand=True`): smoke/proxy scale only, and every result written with it says so.
+never downloaded and read with `weights_only=True` (`load_trunk`): a missing file is one clear error.
+`backbone="random"` builds a seeded random trunk (`pnet_rand=True`): smoke/proxy scale only, and every result
+written with it says so.
 
 Linear heads (the five 1×1 convolutions `lin0..lin4`, seven for squeeze) come from one place whatever their
 origin: `heads=""` reads the package's shipped v0.1 file (a torch pickle, read with `weights_only=True` and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import lpips
@@ -58,8 +60,10 @@ def new_lpips(net: str, backbone: str, seed: int, *, tune: bool = False) -> lpip
         # always built without weights (pnet_rand): the package would have torchvision unpickle the trunk file
         # (load_state_dict_from_url, weights_only=False); the same modules are drawn either way, so the heads'
         # seeded init does not depend on the backbone
-        model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, pnet_tune=tune,
-                            use_dropout=True, eval_mode=False, verbose=False)
+        with warnings.catch_warnings():  # the package calls torchvision's deprecated `pretrained=`: not ours to mend
+            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+            model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, pnet_tune=tune,
+                                use_dropout=True, eval_mode=False, verbose=False)
     if backbone == "torchvision":
         load_trunk(model, trunk_path(net))
     return model

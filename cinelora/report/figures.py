@@ -19,7 +19,7 @@ from PIL import Image
 from cinelora.config import PROFILES
 from cinelora.report import STYLE, most_real_profile, save_figure
 from cinelora.report.table2 import clip_matrix, domain_sort_key, domain_title
-from cinelora.results import KEY_COLUMNS, METRICS, read_results
+from cinelora.results import KEY_COLUMNS, METRICS, SAMPLE_LABEL_WIDTH, read_results
 from cinelora.stats import bootstrap_mean_ci
 from cinelora.study import CURVE_EXPERIMENTS, METHODS, PROFILE_TEXT
 
@@ -61,7 +61,8 @@ def make_frame_strips(strips: dict[tuple[str, str], np.ndarray], profile: str) -
                 image = first if i == 0 else strips.get((label, domain))
                 if image is not None:
                     half = image.shape[0] // 2
-                    ax.imshow(image[:half] if i == 0 else image[half:], interpolation="nearest")
+                    frames = image[:, SAMPLE_LABEL_WIDTH:]  # the strip's row names are the axis labels here
+                    ax.imshow(frames[:half] if i == 0 else frames[half:], interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
