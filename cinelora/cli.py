@@ -105,6 +105,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
                         "h200-141gb for 141 GB GPUs)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and its sha256, then exit")
     p.add_argument("--force", action="store_true", help="replace finished results instead of refusing")
+    p.add_argument("--results-root", default="results", metavar="DIR",
+                   help="write the run to DIR/<experiment>/<profile> (state in DIR/.runs) instead of results/, and "
+                        "compare its metrics with the committed ones (default: results)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,12 +177,13 @@ def _main(argv: list[str] | None) -> None:
     from cinelora.metrics.lpips_distance import MissingWeightsError
     from cinelora.models import ModelSourceError
     from cinelora.preflight import MissingInputsError
-    from cinelora.rundir import ConfigChangedError, ResultsExistError, RunLockedError
+    from cinelora.rundir import ConfigChangedError, ResultsExistError, RunLockedError, use_results_root
     from cinelora.runner import RunError
     from cinelora.speed.levers import configure_cuda_allocator
     from cinelora.train import NonFiniteLossError
 
     configure_cuda_allocator()
+    use_results_root(args.results_root)
     try:
         _dispatch(args, cfg)
     except (MissingInputsError, RunError, ConfigChangedError, RunLockedError) as err:

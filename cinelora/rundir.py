@@ -24,8 +24,9 @@ import yaml
 from cinelora.atomic import atomic_write_text, remove_temporaries
 from cinelora.config import ExperimentConfig, MetricExperimentConfig, config_hash, config_yaml
 
-RESULTS_ROOT = Path("results")
+RESULTS_ROOT = Path("results")  # the committed results: the paper's data
 RUNS_ROOT = Path("runs")
+_roots = [RESULTS_ROOT, RUNS_ROOT]  # where this process's runs go (`use_results_root`)
 FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
 Config = ExperimentConfig | MetricExperimentConfig
 
@@ -50,11 +51,19 @@ class RunDir:
     state: Path  # runs/<experiment>/<profile>: heavy, git-ignored
 
     @classmethod
-    def of(cls, cfg: Config, results_root: Path = RESULTS_ROOT, runs_root: Path = RUNS_ROOT) -> RunDir:
-        """The folders of `cfg`'s run; the experiment name must be one plain folder name."""
+    def of(cls, cfg: Config, results_root: Path | None = None, runs_root: Path | None = None) -> RunDir:
+        """The folders of `cfg`'s run (under `use_results_root`'s roots unless given); the experiment name must be
+        one plain folder name."""
         if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
             raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
-        return cls(Path(results_root) / cfg.name / cfg.profile, Path(runs_root) / cfg.name / cfg.profile)
+        results_root, runs_root = Path(results_root or _roots[0]), Path(runs_root or _roots[1])
+        return cls(results_root / cfg.name / cfg.profile, runs_root / cfg.name / cfg.profile)
+
+    @property
+    def committed(self) -> Path | None:
+        """The same run's folder under the committed results/, when this one is elsewhere."""
+        committed = RESULTS_ROOT / self.out.parent.name / self.out.name
+        return None if committed.resolve() == self.out.resolve() else committed
 
     def stage(self, name: str) -> RunDir:
         """The folders of one stage of a two-stage run (the style LoRA): its own log, LoRA and checkpoints."""
@@ -174,14 +183,22 @@ def locked(cfg: Config) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def use_results_root(root: str | Path) -> None:
+    """Send this process's runs to `root`/<experiment>/<profile> instead of results/ (their heavy state to
+    `root`/.runs): a rerun beside the committed results, which it never touches."""
+    root = Path(root)
+    _roots[:] = [root, RUNS_ROOT if root.resolve() == RESULTS_ROOT.resolve() else root / ".runs"]
+
+
 def claim(cfg: Config, force: bool) -> RunDir:
     """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
     unfinished one is kept as it is so the run resumes, if it was made with the same config (else
     ConfigChangedError). Stray temporaries of a killed writer are removed. Writes the resolved config."""
     run = RunDir.of(cfg)
     if run.finished and not force:
-        raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); "
-                                "pass --force to delete it and run again")
+        raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); pass --force to "
+                                "delete it and run again, or --results-root DIR to rerun it beside it (a rerun "
+                                "there is compared with these results)")
     if force:
         shutil.rmtree(run.state, ignore_errors=True)
         shutil.rmtree(run.out, ignore_errors=True)
@@ -193,4 +210,4 @@ def claim(cfg: Config, force: bool) -> RunDir:
 
 
 __all__ = ["RunDir", "ResultsExistError", "ConfigChangedError", "RunLockedError", "claim", "check_same_config",
-           "locked", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]
+           "locked", "use_results_root", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]

@@ -38,7 +38,8 @@ def _one_at_a_time(work: Callable) -> Callable:
 
 def _refuse_finished(run: RunDir, force: bool, what: str) -> None:
     if run.finished and not force:
-        raise ResultsExistError(f"{run.out} holds a finished run; pass --force to recompute its {what}")
+        raise ResultsExistError(f"{run.out} holds a finished run; pass --force to recompute its {what}, or "
+                                "--results-root DIR to rerun it beside it (compared with these results)")
 
 
 class _Phases(dict):
@@ -115,6 +116,28 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
     run.finish(cfg, phases, extra)
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
     _where(cfg, run)
+    _compare_with_committed(run)
+
+
+def _compare_with_committed(run: RunDir) -> None:
+    """A run beside the committed results (`--results-root`): how its metrics compare with the committed ones."""
+    committed = run.committed / "metrics.csv" if run.committed is not None else None
+    if committed is None or not committed.is_file():
+        return
+    from cinelora.results import KEY_COLUMNS, read_metrics
+
+    keys = list(KEY_COLUMNS[1:])  # the same run: experiment and profile agree by construction
+    both = read_metrics([run.metrics]).merge(read_metrics([committed]), on=["experiment", *keys], how="outer",
+                                             suffixes=("", "_committed"), indicator=True)
+    shared = both[both["_merge"] == "both"]
+    differ = shared[shared["value"] != shared["value_committed"]]
+    unmatched = int((both["_merge"] != "both").sum())
+    if differ.empty and not unmatched:
+        print(f"  compared with {committed}: all {len(shared)} values identical")
+        return
+    worst = float((differ["value"] - differ["value_committed"]).abs().max()) if len(differ) else 0.0
+    print(f"  compared with {committed}: {len(differ)} of {len(shared)} values differ (largest |difference| "
+          f"{worst:.6f}); {unmatched} rows in only one of the two")
 
 
 def _where(cfg: ExperimentConfig, run: RunDir) -> None:
@@ -232,6 +255,7 @@ def _metric_results(cfg: MetricExperimentConfig, run: RunDir, phases: _Phases) -
     run.finish(cfg, phases, {**rlpips.metric_provenance(cfg), "train": run.read_json(rlpips.TRAIN_SUMMARY),
                              "rows": len(rows)})
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
+    _compare_with_committed(run)
 
 
 @_one_at_a_time

@@ -91,3 +91,31 @@ def test_sample_strips_name_their_rows_and_the_fvd_warning_is_said_once(cfg, tmp
     assert (halves[0] < 128).any(axis=(0, 2)).sum() > (halves[1] < 128).any(axis=(0, 2)).sum()
     said = capsys.readouterr()
     assert (said.out + said.err).count("dominated by sample-size bias") == 1  # 2 FVDs (clean, attacked), one line
+
+
+def test_a_rerun_beside_the_committed_results_is_compared_with_them(tmp_path, monkeypatch, capsys):
+    from cinelora import rundir
+
+    (tmp_path / "lora_r8").mkdir()
+    (tmp_path / "lora_r8" / "config.yaml").write_text((ROOT / "experiments" / "lora_r8" / "config.yaml").read_text())
+    (tmp_path / "base").mkdir()
+    config = tmp_path / "base" / "config.yaml"
+    config.write_text((ROOT / "experiments" / "base" / "config.yaml").read_text()
+                      + 'profiles:\n  smoke: {eval.clips_per_domain: 1, eval.rlpips_heads: ""}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rundir, "_roots", list(rundir._roots))  # the CLI's --results-root sets them per process
+    values = iter([0.5, 0.5, 0.25])
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: [
+        {"experiment": "base", "profile": "smoke", "seed": 0, "domain": "actors", "clip": "c0",
+         "condition": "clean", "metric": "lpips", "value": next(values)}])
+    args = ["evaluate", "--config", str(config), "--profile", "smoke"]
+    main(args)  # the committed results
+    committed = (tmp_path / "results" / "base" / "smoke" / "metrics.csv").read_bytes()
+    with pytest.raises(SystemExit, match="--results-root DIR to rerun it beside it"):
+        main(args)
+    main(args + ["--results-root", "rerun"])
+    assert "compared with results/base/smoke/metrics.csv: all 1 values identical" in capsys.readouterr().out
+    main(args + ["--results-root", "rerun2"])
+    assert "1 of 1 values differ (largest |difference| 0.250000)" in capsys.readouterr().out
+    assert (tmp_path / "results" / "base" / "smoke" / "metrics.csv").read_bytes() == committed
+    assert (tmp_path / "rerun" / "base" / "smoke" / "provenance.json").is_file()

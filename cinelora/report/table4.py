@@ -29,6 +29,7 @@ from cinelora.study import METHODS, PROFILE_TEXT
 SCALES = {t.architecture: t.scale for t in PROFILE_TEXT.values()}  # bench architecture -> scale
 SCALE_TITLES = {t.scale: t.scale_title for t in PROFILE_TEXT.values()}  # in display order
 NOT_MEASURED = "not measured"
+CPU_NOT_TIMED = "CPU"  # a CPU run's wall time varies from rerun to rerun and says nothing of GPU cost: not quoted
 NOT_APPLICABLE = "--"
 CACHE_STAGES = ("vae_latents", "condition_latents", "text_embeddings", "image_embeddings")
 COLUMNS = ("Setting", r"Clip ($T{\times}H{\times}W$)", "s/step", "Speed-up", "Peak GiB", "MFU", "Build / cache s")
@@ -202,8 +203,8 @@ def _run_row(profile: str, experiment: str, run: dict) -> Row:
     data = run["config"]["data"]
     return Row(PROFILE_TEXT[profile].scale, _device(device),
                (rf"\texttt{{{latex_escape(experiment)}}} run", _clip(data["num_frames"], data["height"], data["width"]),
-                _seconds(statistics.median(steps)) if steps else NOT_MEASURED, NOT_APPLICABLE, peak, NOT_MEASURED,
-                NOT_MEASURED),
+                CPU_NOT_TIMED if device == "cpu" else _seconds(statistics.median(steps)) if steps else NOT_MEASURED,
+                NOT_APPLICABLE, peak, NOT_MEASURED, NOT_MEASURED),
                f"{profile}/{experiment} training", run["files"])
 
 
@@ -250,6 +251,8 @@ def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
     if clips:
         text += (f", one optimizer step = {' or '.join(str(c) for c in clips)} clips (batch " r"$\times$ gradient "
                  "accumulation), encoded on the fly; s/step: median over logged steps (validation included)")
+    if any(CPU_NOT_TIMED in r.cells[2:3] for r in rows):
+        text += f"; s/step ``{CPU_NOT_TIMED}'': a CPU run, whose wall time is not quoted (it varies between reruns)"
     if any(r"\dagger" in cell for r in rows for cell in r.cells):
         text += r"; ${}^\dagger$: CPU run, peak resident memory of the whole process (training and evaluation)"
     text += (r". Speed-up: the baseline case's s/step (the plain diffusers + peft + gradient-checkpointing step) "
