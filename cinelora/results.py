@@ -167,6 +167,8 @@ def read_results(results_root: Path) -> pd.DataFrame:
     rows. A folder without `provenance.json` (written last) is an unfinished run: skipped, and said on stderr."""
     paths = []
     for path in sorted(Path(results_root).glob("*/*/metrics.csv")):
+        if path.parent.name.startswith("."):  # a --force rerun being built beside a finished run
+            continue
         if (path.parent / FINISHED_MARKER).is_file():
             paths.append(path)
         else:

@@ -49,21 +49,29 @@ class RunDir:
 
     out: Path  # results/<experiment>/<profile>: committed
     state: Path  # runs/<experiment>/<profile>: heavy, git-ignored
+    replaces: Path | None = None  # a --force rerun of a finished run: the folder it takes the place of when finished
 
     @classmethod
     def of(cls, cfg: Config, results_root: Path | None = None, runs_root: Path | None = None) -> RunDir:
-        """The folders of `cfg`'s run (under `use_results_root`'s roots unless given); the experiment name must be
-        one plain folder name."""
+        """The folders of `cfg`'s run (under `use_results_root`'s roots unless given): a replacement under way
+        (`claim` with `force`) where there is one; the experiment name must be one plain folder name."""
         if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
             raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
         results_root, runs_root = Path(results_root or _roots[0]), Path(runs_root or _roots[1])
-        return cls(results_root / cfg.name / cfg.profile, runs_root / cfg.name / cfg.profile)
+        out, state = results_root / cfg.name / cfg.profile, runs_root / cfg.name / cfg.profile
+        staged = _replacement(out)
+        if staged.is_dir():
+            if not (staged / FINISHED_MARKER).is_file():
+                return cls(staged, state, replaces=out)
+            _take_place(staged, out)  # it finished, but was killed before taking the old run's place
+        return cls(out, state)
 
     @property
     def committed(self) -> Path | None:
         """The same run's folder under the committed results/, when this one is elsewhere."""
-        committed = RESULTS_ROOT / self.out.parent.name / self.out.name
-        return None if committed.resolve() == self.out.resolve() else committed
+        place = self.replaces or self.out
+        committed = RESULTS_ROOT / place.parent.name / place.name
+        return None if committed.resolve() == place.resolve() else committed
 
     def stage(self, name: str) -> RunDir:
         """The folders of one stage of a two-stage run (the style LoRA): its own log, LoRA and checkpoints."""
@@ -126,11 +134,30 @@ class RunDir:
 
         write_metrics(rows, self.metrics)
 
-    def finish(self, cfg: Config, phases: dict[str, float], extra: dict) -> None:
-        """Write `provenance.json`, last: the run is finished."""
+    def finish(self, cfg: Config, phases: dict[str, float], extra: dict) -> RunDir:
+        """Write `provenance.json`, last: the run is finished; a replacement then takes the old run's place.
+        Returns the run's folders where they now are."""
         from cinelora.provenance import collect_provenance
 
         self.write_json(FINISHED_MARKER, collect_provenance(cfg, phase_seconds=phases, extra=extra))
+        if self.replaces is None:
+            return self
+        _take_place(self.out, self.replaces)
+        return RunDir(self.replaces, self.state)
+
+
+def _replacement(out: Path) -> Path:
+    """Where a --force rerun of the finished run in `out` is built, beside it (hidden: no reader takes it)."""
+    return out.with_name(f".{out.name}.replacing")
+
+
+def _take_place(staged: Path, out: Path) -> None:
+    """Put the finished `staged` run where `out` is, in two renames (the old run is removed only after)."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -191,17 +218,24 @@ def use_results_root(root: str | Path) -> None:
 
 
 def claim(cfg: Config, force: bool) -> RunDir:
-    """The run's folders, ready: a finished run is refused unless `force`, which starts from empty; an
-    unfinished one is kept as it is so the run resumes, if it was made with the same config (else
-    ConfigChangedError). Stray temporaries of a killed writer are removed. Writes the resolved config."""
+    """The run's folders, ready: a finished run is refused unless `force`, which starts again beside it (the
+    finished run is replaced only when the new one finishes, `RunDir.finish`); an unfinished one is kept as it is
+    so the run resumes, if it was made with the same config (else ConfigChangedError). Stray temporaries of a
+    killed writer are removed. Writes the resolved config."""
     run = RunDir.of(cfg)
     if run.finished and not force:
         raise ResultsExistError(f"{run.out} holds a finished run ({FINISHED_MARKER} exists); pass --force to "
-                                "delete it and run again, or --results-root DIR to rerun it beside it (a rerun "
-                                "there is compared with these results)")
+                                "run it again (the finished one stays until the new one finishes), or "
+                                "--results-root DIR to rerun it beside it (compared with these results)")
     if force:
+        place = run.replaces or run.out
         shutil.rmtree(run.state, ignore_errors=True)
-        shutil.rmtree(run.out, ignore_errors=True)
+        shutil.rmtree(_replacement(place), ignore_errors=True)
+        if (place / FINISHED_MARKER).is_file():  # kept until the new run finishes: a killed rerun loses nothing
+            run = RunDir(_replacement(place), run.state, replaces=place)
+        else:
+            shutil.rmtree(place, ignore_errors=True)
+            run = RunDir(place, run.state)
     check_same_config(run, cfg)
     remove_temporaries(run.out)
     run.out.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
                                    "resize": "bilinear, half-pixel centres (TF2 tf.image.resize), no antialiasing",
                                    "frames": "16, evenly strided from frame 0"}}
     extra["rows"] = len(rows)
-    run.finish(cfg, phases, extra)
+    run = run.finish(cfg, phases, extra)
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
     _where(cfg, run)
     _compare_with_committed(run)
@@ -252,8 +252,8 @@ def _metric_results(cfg: MetricExperimentConfig, run: RunDir, phases: _Phases) -
     rows = phases.time("evaluate", lambda: rlpips.evaluate_metric_heads(cfg, {k: run.out / f
                                                                               for k, f in rlpips.HEADS.items()}))
     run.write_metrics(rows)
-    run.finish(cfg, phases, {**rlpips.metric_provenance(cfg), "train": run.read_json(rlpips.TRAIN_SUMMARY),
-                             "rows": len(rows)})
+    run = run.finish(cfg, phases, {**rlpips.metric_provenance(cfg), "train": run.read_json(rlpips.TRAIN_SUMMARY),
+                                   "rows": len(rows)})
     print(f"wrote {run.metrics} ({len(rows)} rows) and {FINISHED_MARKER}")
     _compare_with_committed(run)
 

@@ -176,5 +176,9 @@ def test_read_results_leaves_out_an_unfinished_run_and_says_so(tmp_path, capsys)
         write_metrics([metric_row(experiment=name)], folder / "metrics.csv")
         if finished:
             (folder / "provenance.json").write_text("{}")
+    rerun = tmp_path / "lora_r8" / ".smoke.replacing"  # a --force rerun being built beside the finished run
+    write_metrics([metric_row(experiment="lora_r8", value=0.75)], rerun / "metrics.csv")
+    (rerun / "provenance.json").write_text("{}")
     assert read_results(tmp_path)["experiment"].tolist() == ["lora_r8"]
+    assert read_results(tmp_path)["value"].tolist() == [0.25]
     assert "lpips_r8/smoke: unfinished run (no provenance.json)" in capsys.readouterr().err

@@ -41,16 +41,21 @@ def test_claim_refuses_a_finished_run_without_force(in_tmp):
     assert run.metrics.read_text() == "kept"
 
 
-def test_claim_with_force_clears_a_finished_run_and_its_state(in_tmp):
+def test_force_reruns_beside_a_finished_run_and_replaces_it_only_when_finished(in_tmp):
     cfg = ExperimentConfig(name="run", profile="smoke")
     run = claim(cfg, force=False)
+    run.metrics.write_text("old")
     run.finish(cfg, {}, {})
-    run.lora.mkdir()
     run.checkpoints.mkdir(parents=True)
-    assert run.finished
-    assert claim(cfg, force=True) == run
-    assert sorted(p.name for p in run.out.iterdir()) == ["config.resolved.yaml", "config.sha256"]
-    assert not run.state.exists() and not run.finished
+    rerun = claim(cfg, force=True)
+    assert rerun.out != run.out and rerun.replaces == run.out and not run.state.exists()
+    assert run.finished and run.metrics.read_text() == "old"  # a --force rerun killed now loses nothing
+    assert RunDir.of(cfg) == rerun  # the same command again resumes the rerun
+    assert RunDir.of(cfg).out.name.startswith(".")  # hidden: readers never take the rerun being built
+    rerun.metrics.write_text("new")
+    final = rerun.finish(cfg, {}, {})
+    assert final == RunDir.of(cfg) == RunDir(run.out, run.state) and final.metrics.read_text() == "new"
+    assert [p.name for p in run.out.parent.iterdir()] == ["smoke"]
 
 
 def test_claim_reuses_an_unfinished_run(in_tmp):
