@@ -12,11 +12,14 @@ A source is one of
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,7 @@ REQUIRED_KEYS = ("path", "caption")
 H264_PARAMS = ["-crf", "10", "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
 
 logger = logging.getLogger(__name__)
+decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own lines; a failure reaches us as an exception
 
 
 class VideoDataError(ValueError):
@@ -149,6 +153,21 @@ def frames_needed(num_frames: int, frame_stride: int) -> int:
     return (num_frames - 1) * frame_stride + 1
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to /dev/null for the block (Python's own sys.stderr is
+    flushed first and restored after)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def probe_video(path: Path, num_frames: int, frame_stride: int) -> VideoDataError | None:
     """None if the clip's frames can be decoded, else the error that says why not.
 
@@ -157,10 +176,11 @@ def probe_video(path: Path, num_frames: int, frame_stride: int) -> VideoDataErro
     """
     needed = frames_needed(num_frames, frame_stride)
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        length = len(reader)
-        if length >= needed:
-            reader[needed - 1]
+        with _native_stderr_silenced():  # decord's C++ logger prints the error the exception carries too
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+            length = len(reader)
+            if length >= needed:
+                reader[needed - 1]
     except (RuntimeError, decord.DECORDError) as err:
         return VideoDataError(path, f"cannot be decoded ({_first_line(err)})", "a readable video file")
     if length < needed:
