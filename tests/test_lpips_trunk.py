@@ -40,3 +40,12 @@ def test_torchvisions_trunk_file_is_loaded_into_the_lpips_trunk(hub):
     torch.testing.assert_close(model.net.slice1[0].weight, alexnet.features[0].weight, rtol=0, atol=0)
     torch.testing.assert_close(getattr(model.net.slice5, "10").bias, alexnet.features[10].bias, rtol=0, atol=0)
     assert not torch.equal(build_lpips("alex", "random", seed=0).net.slice1[0].weight, alexnet.features[0].weight)
+
+
+def test_building_lpips_says_nothing_of_torchvisions_deprecations():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_lpips("alex", "random", seed=0)
+    assert not [w for w in caught if issubclass(w.category, UserWarning)]

@@ -208,3 +208,5 @@ def test_training_with_every_term_runs_and_logs_them(cfg, tmp_path):
     result = _run(full, tmp_path)
     log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert result.steps == 2 and {"flow", "perceptual", "adversarial", "clean", "val_perceptual"} <= log[-1].keys()
+    assert result.val_metric == "val_perceptual" and result.best_val == min(r["val_perceptual"] for r in log
+                                                                             if "val_perceptual" in r)

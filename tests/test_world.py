@@ -155,3 +155,26 @@ def test_generate_world_rejects_unknown_domains(tmp_path):
     with pytest.raises(WorldError, match="cartoons"):
         generate_world(_world_config(tmp_path, domains=["studio", "cartoons"]), progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_two_runs_writing_the_same_world_at_once_both_succeed(tmp_path):
+    import threading
+
+    cfg = WorldConfig(enabled=True, root=str(tmp_path), seed=0, domains=["studio"], splits={"train": 3},
+                      height=32, width=32, num_frames=5, fps=8)
+    errors = []
+
+    def write():
+        try:
+            generate_world(cfg, progress=False)
+        except Exception as err:  # noqa: BLE001 - the test reports whatever a concurrent writer hit
+            errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary left
+    assert len(list((tmp_path / "studio" / "train").glob("*.mp4"))) == 3
