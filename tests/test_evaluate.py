@@ -39,13 +39,18 @@ def test_rows_cover_every_metric_and_condition_and_the_cache_is_reused(cfg, tmp_
     assert ev.evaluate(cfg, None, tmp_path / "cache", None, progress=False) == rows
 
 
+def _base_with_one_clip(folder: Path) -> Path:
+    """`base` and its parent copied under `folder`, evaluating one clip per domain and no R-LPIPS rows."""
+    for name in ("lora_r8", "base"):
+        (folder / name).mkdir()
+        (folder / name / "config.yaml").write_text((ROOT / "experiments" / name / "config.yaml").read_text())
+    config = folder / "base" / "config.yaml"
+    config.write_text(config.read_text() + 'profiles:\n  smoke: {eval.clips_per_domain: 1, eval.rlpips_heads: ""}\n')
+    return config
+
+
 def test_cli_evaluate_refuses_to_overwrite_without_force(cfg, tmp_path, monkeypatch):
-    (tmp_path / "lora_r8").mkdir()
-    (tmp_path / "lora_r8" / "config.yaml").write_text((ROOT / "experiments" / "lora_r8" / "config.yaml").read_text())
-    (tmp_path / "base").mkdir()
-    config = tmp_path / "base" / "config.yaml"
-    config.write_text((ROOT / "experiments" / "base" / "config.yaml").read_text()
-                      + 'profiles:\n  smoke: {eval.clips_per_domain: 1, eval.rlpips_heads: ""}\n')
+    config = _base_with_one_clip(tmp_path)
     monkeypatch.chdir(tmp_path)
     calls = []
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or [
@@ -96,12 +101,7 @@ def test_sample_strips_name_their_rows_and_the_fvd_warning_is_said_once(cfg, tmp
 def test_a_rerun_beside_the_committed_results_is_compared_with_them(tmp_path, monkeypatch, capsys):
     from cinelora import rundir
 
-    (tmp_path / "lora_r8").mkdir()
-    (tmp_path / "lora_r8" / "config.yaml").write_text((ROOT / "experiments" / "lora_r8" / "config.yaml").read_text())
-    (tmp_path / "base").mkdir()
-    config = tmp_path / "base" / "config.yaml"
-    config.write_text((ROOT / "experiments" / "base" / "config.yaml").read_text()
-                      + 'profiles:\n  smoke: {eval.clips_per_domain: 1, eval.rlpips_heads: ""}\n')
+    config = _base_with_one_clip(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(rundir, "_roots", list(rundir._roots))  # the CLI's --results-root sets them per process
     values = iter([0.5, 0.5, 0.25])
