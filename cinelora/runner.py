@@ -36,10 +36,13 @@ def _one_at_a_time(work: Callable) -> Callable:
     return exclusive
 
 
-def _refuse_finished(run: RunDir, force: bool, what: str) -> None:
+def _reopen(run: RunDir, force: bool, what: str) -> None:
+    """Before recomputing `what` of a run: a finished run is refused without `force`; with it, the run is marked
+    unfinished first (its provenance.json goes), so a recomputation killed midway never passes for finished."""
     if run.finished and not force:
         raise ResultsExistError(f"{run.out} holds a finished run; pass --force to recompute its {what}, or "
                                 "--results-root DIR to rerun it beside it (compared with these results)")
+    (run.out / FINISHED_MARKER).unlink(missing_ok=True)
 
 
 class _Phases(dict):
@@ -208,8 +211,8 @@ def generate(cfg: ExperimentConfig, source: str) -> None:
 def evaluate_generator(cfg: ExperimentConfig, source: str, force: bool) -> None:
     """`cinelora evaluate`: score (a trained run's LoRA, or the base model) → metrics.csv, provenance."""
     run = RunDir.of(cfg)
-    _refuse_finished(run, force, "metrics.csv")
     _preflight(cfg, source, train=False, evaluate=True)
+    _reopen(run, force, "metrics.csv")
     if not force:
         check_same_config(run, cfg)  # the LoRA it scores was trained with the config recorded there
     run.out.mkdir(parents=True, exist_ok=True)
@@ -275,11 +278,11 @@ def evaluate_metric(cfg: MetricExperimentConfig, source: str, force: bool) -> No
     from cinelora.metrics import rlpips
 
     run = RunDir.of(cfg)
-    _refuse_finished(run, force, "metrics.csv")
     missing = [name for name in rlpips.HEADS.values() if not (run.out / name).is_file()]
     if missing:
         raise RunError(f"{run.out}: heads {missing} are missing: train first (python -m cinelora "
-                                f"rlpips-train --config {source} --profile {cfg.profile})")
+                       f"rlpips-train --config {source} --profile {cfg.profile})")
+    _reopen(run, force, "metrics.csv")
     if not force:
         check_same_config(run, cfg)  # the heads it scores were trained with the config recorded there
     run.write_config(cfg)

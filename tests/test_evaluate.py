@@ -67,6 +67,10 @@ def test_cli_evaluate_refuses_to_overwrite_without_force(cfg, tmp_path, monkeypa
     assert metrics.read_bytes() == first and len(calls) == 1
     main(args + ["--force"])
     assert len(calls) == 2 and os.path.isfile(metrics)
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))  # killed
+    with pytest.raises(KeyboardInterrupt):
+        main(args + ["--force"])
+    assert metrics.is_file() and not (metrics.parent / "provenance.json").exists()  # not taken for finished
 
 
 def test_a_corrupt_evaluation_clip_stops_the_run_before_training(tiny_world, tmp_path, monkeypatch):
