@@ -1,4 +1,4 @@
-"""The `fa4` attention backend: FlashAttention-4 as torch's flash SDPA kernel (cinelora/fa4.py).
+"""The `fa4` attention backend: FlashAttention-4 as torch's flash SDPA kernel (cinelora/speed/fa4.py).
 
 On the CPU: the errors a user meets without the package or a Hopper/Blackwell GPU, the preflight line,
 the kernel module torch's glue is pointed at, and that any other backend gives torch its own flash kernel
