@@ -52,7 +52,7 @@ NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance paper check clean-runs
+.PHONY: help setup test test-slow proxy-base proxy-evaluators smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,6 +70,15 @@ test: $(STAMP)  ## the CPU test suite (what CI runs)
 
 test-slow: $(STAMP)  ## the tests `make test` leaves out (marked slow: compiled blocks, ~2 min on 2 cores)
 	$(PY) -m pytest -q -m slow
+
+CHUNK_MINUTES ?= 8.5
+proxy-base: $(STAMP)  ## pre-train the proxy base model on one GPU, in chunks of CHUNK_MINUTES (each rerun continues)
+	@if [ -f results/proxy_base/proxy/provenance.json ]; then echo "proxy_base: finished (results/proxy_base/proxy), kept"; \
+	else PROFILE=proxy experiments/proxy_base/run.sh --budget-minutes $(CHUNK_MINUTES); fi
+
+proxy-evaluators: $(STAMP)  ## train the proxy I3D, CLIP and AlexNet trunk on one GPU, in chunks of CHUNK_MINUTES (each rerun continues)
+	@if [ -f results/proxy_evaluators/proxy/provenance.json ]; then echo "proxy_evaluators: finished (results/proxy_evaluators/proxy), kept"; \
+	else PROFILE=proxy experiments/proxy_evaluators/run.sh --budget-minutes $(CHUNK_MINUTES); fi
 
 smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependency order (finished runs are kept)
 	@for e in $(EXPERIMENTS); do \

@@ -26,7 +26,8 @@ EXAMPLES = {
     "run": "examples (world → train → evaluate → provenance):\n"
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile smoke\n"
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile full --hardware h200-141gb "
-           "--dry-run",
+           "--dry-run\n"
+           "  python -m cinelora run --config experiments/proxy_base/config.yaml --profile proxy --budget-minutes 8.5",
     "report": "examples:\n  python -m cinelora report table2\n  python -m cinelora report table1\n"
               "  python -m cinelora report frame-strips --out /tmp/frame_strips.pdf\n"
               "  python -m cinelora report provenance   # paper/generated/provenance.tsv: each number's source\n"
@@ -71,7 +72,7 @@ def _dispatch(args: argparse.Namespace, cfg) -> None:
     elif args.command == "evaluate":
         runner.evaluate_generator(cfg, source, force)
     elif args.command == "run":
-        runner.run_experiment(cfg, source, force)
+        runner.run_experiment(cfg, source, force, args.budget_minutes)
     elif args.command == "rlpips-train":
         print(json.dumps(runner.train_metric(cfg, force)))
     elif args.command == "rlpips-eval":
@@ -129,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "C divides the processes, the heads and the tokens; GPUs only); default 1: none")
     _experiment_args(add("generate", "generate (and cache) clips for every evaluation domain"))
     _experiment_args(add("evaluate", "score generated clips against ground truth → metrics.csv"))
-    _experiment_args(add("run", "the whole experiment: world → train → evaluate → provenance"))
+    p = add("run", "the whole experiment: world → train → evaluate → provenance")
+    _experiment_args(p)
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                   help="instrument experiments (proxy_base): stop after M minutes with a checkpoint; the same "
+                        "command continues")
     _experiment_args(add("rlpips-train", "train LPIPS (natural) and R-LPIPS (adversarial) heads on 2AFC data"))
     _experiment_args(add("rlpips-eval", "2AFC robustness of both saved heads (clean, FGSM, PGD) → metrics.csv"))
     p = add("report", "turn results/ into paper tables and figures (and docs/performance.md)")

@@ -31,7 +31,9 @@ PROFILES = ("full", "proxy", "smoke")
 CONFIGS_ROOT = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_HARDWARE = "h100-80gb"  # the `full` profile's GPU: configs/hardware/h100-80gb.yaml
 DERIVED_KEYS = ("varies", "profile", "hardware")  # set by the loader, never by a file
-WORLD_DOMAINS = ("studio", "cinematic", "actors", "photos")  # the procedural world's domains (cinelora/data/world.py)
+# The procedural world's domains (cinelora/data/world.py); a new one goes last, since each clip's random stream
+# depends on its domain's position here.
+WORLD_DOMAINS = ("studio", "cinematic", "actors", "photos", "figures", "particles", "stills")
 # Linear layers of diffusers' Wan I2V transformer (names inside a block, or from the root outside the blocks); a
 # LoRA target is one of them or a dot-separated suffix of one. The same for every size (a test holds it to diffusers).
 WAN_LINEAR_LAYERS = (
@@ -126,10 +128,11 @@ class TrainConfig:
 class EvalConfig:
     domains: dict[str, str] = field(default_factory=dict)  # domain -> test manifest/folder
     clips_per_domain: int = 8
+    batch_size: int = 1  # clips generated per batch (a clip does not depend on its batch: cinelora/sampling.py)
     num_inference_steps: int = 40
     guidance_scale: float = 5.0
     lpips_net: str = "alex"  # alex | vgg | squeeze
-    lpips_backbone: str = "torchvision"  # torchvision (hub cache files) | random (seeded; smoke only)
+    lpips_backbone: str = "torchvision"  # torchvision (hub cache files) | random (seeded; smoke only) | a trunk file
     rlpips_heads: str = ""  # R-LPIPS heads (safetensors) for `rlpips` rows; "" = no R-LPIPS rows
     clip_model: str = "weights/clip-vit-base-patch32"  # local CLIPModel folder | random (seeded tiny; smoke)
     i3d_weights: str = "weights/i3d_pretrained_400.pt"  # pytorch-i3d state dict | random (seeded; smoke)
@@ -148,7 +151,7 @@ class PerceptualConfig:
     weight: float = 0.1  # λ
     metric: str = "lpips"  # lpips | rlpips (names the heads below; recorded in results)
     net: str = "alex"
-    backbone: str = "torchvision"  # trunk: torchvision (hub cache file) | random (seeded; smoke only)
+    backbone: str = "torchvision"  # trunk: torchvision (hub cache file) | random (seeded; smoke only) | a trunk file
     heads: str = ""  # linear heads (safetensors); "" = the lpips package's shipped v0.1 heads
     frames: int = 4  # frames of each clip decoded for the loss (memory: decode only what the loss needs)
 
@@ -167,7 +170,7 @@ class AdversarialConfig:
 class RLPIPSConfig:
     """R-LPIPS metric training (arXiv 2307.15157) and its 2AFC robustness evaluation."""
     net: str = "alex"
-    backbone: str = "torchvision"  # trunk: torchvision | random (seeded; smoke only)
+    backbone: str = "torchvision"  # trunk: torchvision | random (seeded; smoke only) | a trunk file (.safetensors)
     bapps_root: str = "data/bapps/2afc"  # BAPPS layout: {train,val}/<set>/{ref,p0,p1,judge}
     procedural: bool = False  # first write a procedural 2AFC set in the BAPPS layout under bapps_root
     procedural_triplets: dict[str, int] = field(default_factory=lambda: {"train": 2000, "val": 500})
@@ -223,7 +226,157 @@ class MetricExperimentConfig:
     rlpips: RLPIPSConfig = field(default_factory=RLPIPSConfig)
 
 
-KINDS = {"generator": ExperimentConfig, "metric": MetricExperimentConfig}
+@dataclass
+class CorpusConfig:
+    """World clips rendered in memory (cinelora/data/corpus.py): the pre-training corpus, not a user input."""
+    domains: list[str] = field(default_factory=lambda: ["studio"])  # interleaved clip by clip
+    train_clips: int = 32768
+    val_clips: int = 256  # held-out clips of the same domains (another index block)
+    seed: int = 0
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17
+
+
+@dataclass
+class PhaseConfig:
+    """One pre-training phase (cinelora/instrument/loop.py): AdamW, linear warm-up, cosine to 10% of lr."""
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    val_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+
+@dataclass
+class VAEPhaseConfig(PhaseConfig):
+    """The VAE: L1 reconstruction + kl_weight·KL; the first crop_steps steps on random crops (cheaper)."""
+    kl_weight: float = 1e-6
+    crop_steps: int = 0
+    crop_size: int = 32  # crop side (pixels) of the crop steps
+    crop_frames: int = 9  # frames of the crop steps (4k+1)
+
+
+@dataclass
+class TransformerPhaseConfig(PhaseConfig):
+    """The transformer: flow matching with the I2V condition on the corpus's cached latents and embeddings."""
+    caption_dropout: float = 0.1  # share of steps' clips trained on the empty caption (CFG's negative prompt)
+
+
+@dataclass
+class EvidenceConfig:
+    """What shows the base model is one: held-out corpus clips reconstructed and generated (results/)."""
+    clips: int = 256
+    batch_size: int = 64
+    num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    strips: int = 4  # clips shown in the frame strips
+    # the evaluators, named as the generator's eval section names them; "random" = seeded random (smoke only)
+    i3d_weights: str = "random"  # FVD against the held-out clips
+    i3d_release: str = "pytorch-i3d"
+    lpips_backbone: str = "random"  # LPIPS to the ground truth: trunk and heads
+    lpips_heads: str = ""
+
+
+@dataclass
+class BaseModelConfig:
+    """A base-model experiment (kind: base_model): the project's own small Wan (VAE + transformer) pre-trained on
+    the procedural corpus and saved as a diffusers folder that `model.source: pretrained` loads (the proxy
+    instrument: at `full` the user's Wan2.1 weights are the base model)."""
+    kind: str = "base_model"
+    name: str = ""
+    parent: str = ""
+    varies: list[str] = field(default_factory=list)
+    seed: int = 0
+    profile: str = "proxy"
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture preset, weight dtype, flow shift
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    vae: VAEPhaseConfig = field(default_factory=VAEPhaseConfig)
+    transformer: TransformerPhaseConfig = field(default_factory=TransformerPhaseConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+
+
+# Label sets the proxy evaluators classify, read from a clip's attributes (cinelora/instrument/attributes.py):
+# clip-level ones need the whole clip (I3D), frame-level ones are visible in a single frame (the AlexNet trunk).
+CLIP_LABEL_SETS = ("domain", "motion", "camera", "object", "colour")
+FRAME_LABEL_SETS = ("domain", "object", "colour", "backdrop")
+# FVD sanity corruptions (cinelora/instrument/fvd_sanity.py) and the unit of their strengths: noise σ and colour
+# offset in [0, 1] pixel units, blur σ in pixels of the clip, shuffle and freeze as the fraction of frames affected.
+FVD_CORRUPTIONS = ("noise", "blur", "colour", "shuffle", "freeze")
+# Never an evaluators' training domain: `photos` is the held-out photo domain, and every clip of it, whatever its
+# index, shows one of the same few photos (`stills` is the photo domain evaluators train on; no image is shared).
+EVALUATOR_HELD_OUT_DOMAINS = ("photos",)
+
+
+@dataclass
+class I3DPhaseConfig(PhaseConfig):
+    """The proxy I3D: InceptionI3d with every channel count divided by `width_divisor`, classifying world attributes
+    of 16-frame clips at FVD's input (frames resized to 224x224); its logits, one block per label set, are the FVD
+    feature."""
+    width_divisor: int = 4  # cinelora.metrics.i3d.WIDTH_DIVISORS
+    release: str = "pytorch-i3d"  # the batch-norm eps it trains with and runs with (cinelora.metrics.i3d.RELEASES)
+    label_sets: list[str] = field(default_factory=lambda: list(CLIP_LABEL_SETS))
+
+
+@dataclass
+class CLIPPhaseConfig(PhaseConfig):
+    """The proxy CLIP: a small transformers CLIPModel (ViT image tower at the corpus frame size, the offline caption
+    tokenizer) trained with CLIP's symmetric contrastive loss on (frame, caption) pairs."""
+    hidden_size: int = 96  # both towers
+    layers: int = 4  # both towers
+    heads: int = 4
+    patch_size: int = 8
+    projection_dim: int = 64
+    retrieval_pairs: int = 512  # held-out (frame, caption) pairs of the recall@k table
+
+
+@dataclass
+class TrunkPhaseConfig(PhaseConfig):
+    """The proxy AlexNet trunk (torchvision's `features`, fed through LPIPS's scaling layer as LPIPS feeds it),
+    trained to classify frame-level attributes through a linear head on pooled conv5 features that is not saved."""
+    label_sets: list[str] = field(default_factory=lambda: list(FRAME_LABEL_SETS))
+
+
+@dataclass
+class FVDSanityConfig:
+    """FVD of real clips against real clips (the noise floor) and against corrupted real clips, per domain."""
+    domains: list[str] = field(default_factory=lambda: ["cinematic", "actors", "photos", "particles"])
+    clips: int = 512  # N per set: the study's N
+    strengths: dict[str, list[float]] = field(default_factory=lambda: {
+        "noise": [0.02, 0.05, 0.1], "blur": [0.5, 1.0, 2.0], "colour": [0.03, 0.08, 0.2],
+        "shuffle": [0.25, 0.5, 1.0], "freeze": [0.25, 0.5, 1.0]})  # units: FVD_CORRUPTIONS
+    floor_splits: int = 8  # random re-partitions of the 2N real clips: the noise floor's band
+    batch_size: int = 64  # clips per I3D forward
+    covariance: str = "unbiased"  # cinelora.metrics.fvd.COVARIANCES
+
+
+@dataclass
+class EvaluatorsConfig:
+    """An evaluators experiment (kind: evaluators): the proxy instrument's I3D, CLIP and AlexNet trunk, trained by
+    the project on world clips disjoint from every evaluation clip and saved in the layouts the `full` profile's
+    loaders read (at `full` the published weights take their place)."""
+    kind: str = "evaluators"
+    name: str = ""
+    parent: str = ""
+    varies: list[str] = field(default_factory=list)
+    seed: int = 0
+    profile: str = "proxy"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the blocks evaluators_train / evaluators_val
+    i3d: I3DPhaseConfig = field(default_factory=I3DPhaseConfig)
+    clip: CLIPPhaseConfig = field(default_factory=CLIPPhaseConfig)
+    trunk: TrunkPhaseConfig = field(default_factory=TrunkPhaseConfig)
+    fvd_sanity: FVDSanityConfig = field(default_factory=FVDSanityConfig)
+
+
+KINDS = {"generator": ExperimentConfig, "metric": MetricExperimentConfig, "base_model": BaseModelConfig,
+         "evaluators": EvaluatorsConfig}
+# Kinds that build the proxy instrument: nothing to build at `full`, where published weights take their place.
+INSTRUMENT_KINDS = ("base_model", "evaluators")
+
 
 
 PROFILE_KEYS = (
@@ -233,13 +386,35 @@ PROFILE_KEYS = (
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.style_steps",
     *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
-    "eval.domains", "eval.clips_per_domain", "eval.num_inference_steps", "eval.lpips_backbone",
+    "eval.domains", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
     "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
     "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",
     "rlpips.batch_size", "rlpips.attack_steps", "rlpips.eval_pgd_steps",
+    "corpus.train_clips", "corpus.val_clips", "corpus.height", "corpus.width", "corpus.num_frames",
+    *(f"{phase}.{key}" for phase in ("vae", "transformer") for key in (
+        "steps", "batch_size", "warmup_steps", "val_every", "checkpoint_every", "log_every")),
+    "vae.crop_steps", "vae.crop_size", "vae.crop_frames",
+    "evidence.clips", "evidence.batch_size", "evidence.num_inference_steps", "evidence.strips",
+    "evidence.i3d_weights", "evidence.lpips_backbone", "evidence.lpips_heads",
+    *(f"{phase}.{key}" for phase in ("i3d", "clip", "trunk") for key in (
+        "steps", "batch_size", "warmup_steps", "val_every", "checkpoint_every", "log_every")),
+    "i3d.width_divisor", "clip.hidden_size", "clip.layers", "clip.heads", "clip.projection_dim",
+    "clip.retrieval_pairs", "fvd_sanity.domains", "fvd_sanity.clips", "fvd_sanity.floor_splits",
+    "fvd_sanity.batch_size",
 )
+
+
+class _TrunkChoices(tuple):
+    """LPIPS trunk sources: torchvision's file in the hub cache, a seeded random trunk, or the path of a trunk file
+    (safetensors with torchvision's `features.*` keys, as the proxy evaluators write: lpips_distance.new_lpips)."""
+
+    def __contains__(self, value: object) -> bool:
+        return tuple.__contains__(self, value) or isinstance(value, str) and value.endswith(".safetensors")
+
+
+LPIPS_BACKBONES = _TrunkChoices(("torchvision", "random", "<trunk file>.safetensors"))
 
 _CHOICES = {
     "model.source": ("pretrained", "random"),
@@ -248,10 +423,10 @@ _CHOICES = {
     "train.lr_schedule": ("cosine", "constant"),
     "train.mixed_precision": ("bf16", "no"),
     "eval.lpips_net": ("alex", "vgg", "squeeze"),
-    "eval.lpips_backbone": ("torchvision", "random"),
+    "eval.lpips_backbone": LPIPS_BACKBONES,
     "perceptual.metric": ("lpips", "rlpips"),
     "perceptual.net": ("alex", "vgg", "squeeze"),
-    "perceptual.backbone": ("torchvision", "random"),
+    "perceptual.backbone": LPIPS_BACKBONES,
     "train.early_stop_metric": ("val_loss", "perceptual"),
     "train.stage": ("single", "two_stage"),
     "eval.pipeline": ("one_stage", "two_stage"),
@@ -260,7 +435,7 @@ _CHOICES = {
 }
 _METRIC_CHOICES = {
     "rlpips.net": ("alex", "vgg", "squeeze"),
-    "rlpips.backbone": ("torchvision", "random"),
+    "rlpips.backbone": LPIPS_BACKBONES,
     "rlpips.mode": ("lin", "tune"),
     "rlpips.attack_target": ("x0", "x1", "both", "ref"),
     "rlpips.attack_norm": ("linf", "l2"),
@@ -273,7 +448,7 @@ _POSITIVE = (
     "lora.rank", "lora.alpha", "data.height", "data.width", "data.num_frames", "data.frame_stride",
     "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
     "train.grad_accum", "train.max_grad_norm", "train.val_every", "train.val_batches", "train.checkpoint_every",
-    "train.log_every", "eval.clips_per_domain", "eval.num_inference_steps", "model.flow_shift",
+    "train.log_every", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "model.flow_shift",
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
@@ -377,6 +552,99 @@ def _check_world(world: WorldConfig, source: str, needs: tuple[str, ...]) -> Non
                               "(the run reads that split)")
     if any(n < 0 for n in world.splits.values()):
         raise ConfigError(source, "world.splits", world.splits, "clip counts >= 0")
+
+
+def _check_clip_size(source: str, key: str, height: int, width: int, frames: int) -> None:
+    if height % 16 or width % 16 or min(height, width) < 16:
+        raise ConfigError(source, f"{key}.height/width", (height, width), "multiples of 16 (VAE 8x, patch 2x)")
+    if frames < 1 or (frames - 1) % 4:
+        raise ConfigError(source, f"{key}.num_frames", frames, "4k+1 frames (the VAE compresses time 4x)")
+
+
+def _check_base_model(cfg: BaseModelConfig, source: str) -> None:
+    positive = tuple(f"{p}.{f.name}" for p in ("vae", "transformer") for f in dataclasses.fields(PhaseConfig)
+                     if f.name not in ("warmup_steps", "weight_decay")) + (
+        "corpus.train_clips", "corpus.val_clips", "evidence.clips", "evidence.batch_size",
+        "evidence.num_inference_steps", "model.flow_shift")
+    _check_choices(cfg, {"model.architecture": ("proxy", "smoke"), "model.weight_dtype": ("bf16", "fp32")},
+                   positive, source)
+    _check_numbers(cfg, source, ("seed", "corpus.seed", "vae.warmup_steps", "transformer.warmup_steps",
+                                 "vae.weight_decay", "transformer.weight_decay", "vae.kl_weight", "vae.crop_steps",
+                                 "evidence.strips"), ("vae.lr", "transformer.lr"))
+    unknown = [d for d in cfg.corpus.domains if d not in WORLD_DOMAINS]
+    if unknown or not cfg.corpus.domains:
+        raise ConfigError(source, "corpus.domains", cfg.corpus.domains, f"domains among {list(WORLD_DOMAINS)}")
+    c = cfg.corpus
+    _check_clip_size(source, "corpus", c.height, c.width, c.num_frames)
+    if cfg.vae.crop_steps:
+        if cfg.vae.crop_size % 16 or not 16 <= cfg.vae.crop_size <= min(c.height, c.width):
+            raise ConfigError(source, "vae.crop_size", cfg.vae.crop_size,
+                              f"a multiple of 16 in [16, {min(c.height, c.width)}] (the corpus frame)")
+        if (cfg.vae.crop_frames - 1) % 4 or not 1 <= cfg.vae.crop_frames <= c.num_frames:
+            raise ConfigError(source, "vae.crop_frames", cfg.vae.crop_frames, f"4k+1 frames, at most {c.num_frames}")
+    if not 0 <= cfg.transformer.caption_dropout < 1:
+        raise ConfigError(source, "transformer.caption_dropout", cfg.transformer.caption_dropout, "a value in [0, 1)")
+    if cfg.evidence.i3d_release not in ("videogpt", "pytorch-i3d"):
+        raise ConfigError(source, "evidence.i3d_release", cfg.evidence.i3d_release, "videogpt or pytorch-i3d")
+    if cfg.evidence.lpips_backbone not in LPIPS_BACKBONES:
+        raise ConfigError(source, "evidence.lpips_backbone", cfg.evidence.lpips_backbone, f"one of {LPIPS_BACKBONES}")
+    if cfg.evidence.guidance_scale < 1:
+        raise ConfigError(source, "evidence.guidance_scale", cfg.evidence.guidance_scale, "a value >= 1")
+
+
+def _check_label_sets(source: str, key: str, found: list[str], allowed: tuple[str, ...]) -> None:
+    if not found or len(set(found)) != len(found) or set(found) - set(allowed):
+        raise ConfigError(source, key, found, f"distinct label sets among {list(allowed)}")
+
+
+_EVALUATOR_CHOICES = {
+    "i3d.width_divisor": (1, 2, 4, 8),  # cinelora.metrics.i3d.WIDTH_DIVISORS (a test keeps the two equal)
+    "i3d.release": ("videogpt", "pytorch-i3d"),  # cinelora.metrics.i3d.RELEASES
+    "fvd_sanity.covariance": ("unbiased", "biased"),  # cinelora.metrics.fvd.COVARIANCES
+}
+
+
+def _check_evaluators(cfg: EvaluatorsConfig, source: str) -> None:
+    phases = ("i3d", "clip", "trunk")
+    positive = tuple(f"{p}.{f.name}" for p in phases for f in dataclasses.fields(PhaseConfig)
+                     if f.name not in ("warmup_steps", "weight_decay")) + tuple(
+        f"corpus.{k}" for k in ("train_clips", "val_clips", "height", "width", "num_frames")) + tuple(
+        f"clip.{k}" for k in ("hidden_size", "layers", "heads", "patch_size", "projection_dim", "retrieval_pairs")) + (
+        "fvd_sanity.clips", "fvd_sanity.floor_splits", "fvd_sanity.batch_size")
+    _check_choices(cfg, _EVALUATOR_CHOICES, positive, source)
+    _check_numbers(cfg, source, ("seed", "corpus.seed", *(f"{p}.{k}" for p in phases
+                                                          for k in ("warmup_steps", "weight_decay"))),
+                   tuple(f"{p}.lr" for p in phases))
+    c = cfg.corpus
+    if not c.domains or len(set(c.domains)) != len(c.domains) or set(c.domains) - set(WORLD_DOMAINS) \
+            or set(c.domains) & set(EVALUATOR_HELD_OUT_DOMAINS):
+        raise ConfigError(source, "corpus.domains", c.domains, f"distinct domains among {list(WORLD_DOMAINS)}, none "
+                          f"of {list(EVALUATOR_HELD_OUT_DOMAINS)} (held-out evaluation photos: never trained on)")
+    if c.height != c.width or c.height % cfg.clip.patch_size or c.height < 16:
+        raise ConfigError(source, "corpus.height/width", (c.height, c.width), "square frames of at least 16 pixels, "
+                          f"a multiple of clip.patch_size {cfg.clip.patch_size} (CLIP's image size is the frame's)")
+    if c.num_frames < 2:
+        raise ConfigError(source, "corpus.num_frames", c.num_frames, "at least 2 frames (the clips must move)")
+    if cfg.clip.hidden_size % cfg.clip.heads:
+        raise ConfigError(source, "clip.hidden_size", cfg.clip.hidden_size,
+                          f"a multiple of clip.heads {cfg.clip.heads}")
+    if cfg.clip.batch_size < 2 or cfg.clip.retrieval_pairs > c.val_clips:
+        raise ConfigError(source, "clip.batch_size/retrieval_pairs", (cfg.clip.batch_size, cfg.clip.retrieval_pairs),
+                          f"a batch of >= 2 pairs (contrastive) and at most corpus.val_clips {c.val_clips} pairs")
+    _check_label_sets(source, "i3d.label_sets", cfg.i3d.label_sets, CLIP_LABEL_SETS)
+    _check_label_sets(source, "trunk.label_sets", cfg.trunk.label_sets, FRAME_LABEL_SETS)
+    s = cfg.fvd_sanity
+    if not s.domains or len(set(s.domains)) != len(s.domains) or set(s.domains) - set(WORLD_DOMAINS):
+        raise ConfigError(source, "fvd_sanity.domains", s.domains, f"distinct domains among {list(WORLD_DOMAINS)}")
+    if s.clips < 2:
+        raise ConfigError(source, "fvd_sanity.clips", s.clips, "at least 2 clips per set (a covariance)")
+    if set(s.strengths) != set(FVD_CORRUPTIONS):
+        raise ConfigError(source, "fvd_sanity.strengths", sorted(s.strengths), f"the keys {list(FVD_CORRUPTIONS)}")
+    for name, values in s.strengths.items():
+        top = 1.0 if name in ("shuffle", "freeze") else math.inf
+        if not values or any(not 0 < v <= top for v in values) or values != sorted(set(values)):
+            raise ConfigError(source, f"fvd_sanity.strengths.{name}", values, "increasing strengths > 0"
+                              + (" and <= 1 (a fraction of the frames)" if top == 1.0 else ""))
 
 
 def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
@@ -579,6 +847,9 @@ def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None =
     root_source, root = files[0]
     kind = root.get("kind")
     cls = _schema(kind, str(root_source))
+    if kind in INSTRUMENT_KINDS and profile == "full":
+        raise ConfigError(source, "profile", profile, f"proxy or smoke: a {kind} experiment builds the proxy "
+                          "instrument, and at full the published weights take its place")
     merged: dict = {}
     for file, raw in files:
         if raw.get("kind", kind) != kind:
@@ -611,7 +882,8 @@ def load_config(path: str | Path, profile: str = "smoke",
     raw, kind = resolve_raw(path, profile, hardware)
     source = str(path)
     cfg = _build(KINDS[kind], raw, "", source)
-    (_check_ranges if kind == "generator" else _check_metric_ranges)(cfg, source)
+    {"generator": _check_ranges, "metric": _check_metric_ranges, "base_model": _check_base_model,
+     "evaluators": _check_evaluators}[kind](cfg, source)
     return cfg
 
 
@@ -647,8 +919,11 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 __all__ = [
-    "ConfigError", "ExperimentConfig", "MetricExperimentConfig", "PerceptualConfig", "AdversarialConfig",
+    "ConfigError", "ExperimentConfig", "MetricExperimentConfig", "BaseModelConfig", "CorpusConfig", "PhaseConfig",
+    "VAEPhaseConfig", "TransformerPhaseConfig", "EvidenceConfig", "INSTRUMENT_KINDS", "PerceptualConfig", "AdversarialConfig",
     "RLPIPSConfig", "KINDS", "ModelConfig", "LoraConfig", "DataConfig", "WorldConfig", "TrainConfig",
     "EvalConfig", "SpeedLevers", "PROFILES", "PROFILE_KEYS", "CROSS_ATTENTION_TARGETS", "DEFAULT_HARDWARE",
     "load_config", "resolve_raw", "config_yaml", "config_hash", "config_dict", "config_diff", "flatten",
+    "EvaluatorsConfig", "I3DPhaseConfig", "CLIPPhaseConfig", "TrunkPhaseConfig", "FVDSanityConfig",
+    "CLIP_LABEL_SETS", "FRAME_LABEL_SETS", "FVD_CORRUPTIONS", "EVALUATOR_HELD_OUT_DOMAINS",
 ]

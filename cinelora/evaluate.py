@@ -4,13 +4,13 @@ generator robustness) from a PGD-attacked one, cache it, and score it against th
 
 Generated clips are cached as uint8 safetensors under `runs/<experiment>/<profile>/generated/<key>/`, where
 the key hashes the resolved config and the LoRA file, so metrics are recomputed without regenerating.
-Clips are generated one per pipeline call, each from its own seeded generator: outputs do not depend on
-batch size, and the stock I2V pipeline repeats one image's embedding for every prompt of a batch.
+Clips are generated `eval.batch_size` at a time by `sampling.sample_clips` (the stock pipeline's loop, batched),
+each from its own seeded generator: a clip does not depend on its batch, and a batch of one is the stock
+`WanImageToVideoPipeline` output bit for bit.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -19,11 +19,10 @@ from pathlib import Path
 import lpips
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from cinelora import lora, models, objective, seeding
+from cinelora import lora, models, objective, sampling, seeding
 from cinelora.atomic import atomic_path
 from cinelora.config import AdversarialConfig, ExperimentConfig, config_hash
 from cinelora.data.videos import VideoClipDataset
@@ -80,27 +79,30 @@ def cache_dir(cfg: ExperimentConfig, cache_root: Path, lora_dir: Path | None) ->
     return cache_root / h.hexdigest()[:16]
 
 
-def generate_clip(pipe, condition: torch.Tensor, caption: str, cfg: ExperimentConfig,
-                  generator: torch.Generator) -> torch.Tensor:
-    """[T, 3, H, W] in [-1, 1] from a first frame [3, H, W] in [-1, 1], as a user would call the pipeline:
-    the frame goes in as an 8-bit image (an attacked frame is attacked as the image file it would be)."""
-    image = Image.fromarray(_to_uint8(condition[None])[0].permute(1, 2, 0).numpy())
-    video = pipe(image=image, prompt=caption, height=cfg.data.height, width=cfg.data.width,
-                 num_frames=cfg.data.num_frames, num_inference_steps=cfg.eval.num_inference_steps,
-                 guidance_scale=cfg.eval.guidance_scale, generator=generator, output_type="pt").frames
-    return video[0].float() * 2 - 1  # the pipeline returns [B, T, 3, H, W] in [0, 1]
+def generate_clips(c: models.WanComponents, firsts: torch.Tensor, captions: list[str], cfg: ExperimentConfig,
+                   generators: list[torch.Generator], num_frames: int | None = None) -> torch.Tensor:
+    """Clips [B, T, 3, H, W] in [-1, 1] from first frames [B, 3, H, W] in [-1, 1], as a user would call the
+    pipeline: each frame goes in as an 8-bit image (an attacked frame is attacked as the image file it would
+    be), one generator per clip (`sampling.sample_clips`: each clip the stock pipeline's output)."""
+    images = _to_uint8(firsts).permute(0, 2, 3, 1)
+    return sampling.sample_clips(c, images, captions, num_frames or cfg.data.num_frames, generators,
+                                 cfg.eval.num_inference_steps, cfg.eval.guidance_scale)
 
 
-def two_stage_clip(pipe, condition: torch.Tensor, caption: str, cfg: ExperimentConfig,
-                   generator: torch.Generator) -> torch.Tensor:
+def two_stage_clips(pipe, firsts: torch.Tensor, captions: list[str], cfg: ExperimentConfig,
+                    generators: list[torch.Generator]) -> torch.Tensor:
     """The seed's two-stage path (arXiv 2510.27364): stage 1, the style LoRA alone makes a keyframe from the
     caption (a black condition frame, as it was trained); stage 2, style + motion LoRAs expand the keyframe
-    into a clip [T, 3, H, W] in [-1, 1]. The real first frame is not used."""
+    into a clip [T, 3, H, W] in [-1, 1]. The real first frame is not used; each generator serves both stages."""
+    c = _components_of(pipe)
     pipe.set_adapters(["style"])
-    single = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1))
-    keyframe = generate_clip(pipe, torch.full_like(condition, -1.0), caption, single, generator)[0]
+    keyframes = generate_clips(c, torch.full_like(firsts, -1.0), captions, cfg, generators, num_frames=1)[:, 0]
     pipe.set_adapters(["style", "motion"])
-    return generate_clip(pipe, keyframe, caption, cfg, generator)
+    return generate_clips(c, keyframes, captions, cfg, generators)
+
+
+def _components_of(pipe) -> models.WanComponents:
+    return models.WanComponents(**{f: getattr(pipe, f) for f in models.WanComponents.__dataclass_fields__})
 
 
 def attacked_condition(components: models.WanComponents, item: dict, cfg: ExperimentConfig,
@@ -151,11 +153,9 @@ def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tenso
     return values
 
 
-def _load_or_generate(cached: Path, make) -> torch.Tensor:
-    if not cached.is_file():
-        with atomic_path(cached) as tmp:
-            save_file({"frames": _to_uint8(make())}, tmp)
-    return _from_uint8(load_file(cached)["frames"])  # score exactly what a rerun reads
+def _dataset(cfg: ExperimentConfig, source: str) -> VideoClipDataset:
+    return VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
+                            skip_bad=cfg.data.skip_bad_videos)
 
 
 def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, samples_dir: Path | None,
@@ -170,42 +170,54 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
         lora.load_lora_into_pipeline(pipe, lora_dir, adapter_name="motion" if style_dir else "default")
     if style_dir is not None:
         lora.load_lora_into_pipeline(pipe, style_dir, adapter_name="style")
-    generate = two_stage_clip if style_dir is not None else generate_clip
     pipe.set_progress_bar_config(disable=True)
     ev = None if generate_only else build_evaluators(cfg, device)
     cache = cache_dir(cfg, cache_root, lora_dir)
     conditions = ("clean", "attacked") if cfg.eval.attack else ("clean",)
 
-    work = []
-    for domain, source in sorted(cfg.eval.domains.items()):
-        data = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames,
-                                cfg.data.frame_stride, skip_bad=cfg.data.skip_bad_videos)
-        work += [(domain, data, i) for i in range(min(cfg.eval.clips_per_domain, len(data)))]
     rows, features = [], {}
     key = {"experiment": cfg.name, "profile": cfg.profile, "seed": cfg.seed}
-    for domain, data, i in tqdm(work, desc=f"eval {cfg.name}/{cfg.profile}", unit="clip", disable=not progress):
-        item = data[i]
-        clip = Path(item["path"]).stem
-        reference = item["video"].permute(1, 0, 2, 3)  # [3, T, H, W] → [T, 3, H, W]
-        index = _clip_seed_index(domain, clip)
-        if not generate_only:
-            features.setdefault((domain, "real"), []).append(fvd.i3d_features(ev.i3d, item["video"][None]))
+    domains = sorted(cfg.eval.domains.items())
+    total = sum(min(cfg.eval.clips_per_domain, len(_dataset(cfg, source))) for _, source in domains)
+    bar = tqdm(total=total * len(conditions), desc=f"eval {cfg.name}/{cfg.profile}", unit="clip",
+               disable=not progress)
+    for domain, source in domains:
+        data = _dataset(cfg, source)
+        items = [data[i] for i in range(min(cfg.eval.clips_per_domain, len(data)))]
+        clips = [Path(item["path"]).stem for item in items]
+        indices = [_clip_seed_index(domain, clip) for clip in clips]
         for condition in conditions:
-            def make() -> torch.Tensor:
-                first = item["condition"] if condition == "clean" else attacked_condition(components, item, cfg, index)
-                return generate(pipe, first, item["caption"], cfg, seeding.generator(cfg.seed, "generation", index))
-
-            generated = _load_or_generate(cache / domain / condition / f"{clip}.safetensors", make)
+            files = [cache / domain / condition / f"{clip}.safetensors" for clip in clips]
+            todo = [i for i, f in enumerate(files) if not f.is_file()]
+            bar.update(len(items) - len(todo))
+            for start in range(0, len(todo), cfg.eval.batch_size):
+                batch = todo[start:start + cfg.eval.batch_size]
+                firsts = torch.stack([items[i]["condition"] if condition == "clean"
+                                      else attacked_condition(components, items[i], cfg, indices[i]) for i in batch])
+                generators = [seeding.generator(cfg.seed, "generation", indices[i]) for i in batch]
+                captions = [items[i]["caption"] for i in batch]
+                generated = two_stage_clips(pipe, firsts, captions, cfg, generators) if style_dir is not None \
+                    else generate_clips(components, firsts, captions, cfg, generators)
+                for i, clip in zip(batch, generated):
+                    with atomic_path(files[i]) as tmp:
+                        save_file({"frames": _to_uint8(clip).contiguous()}, tmp)
+                bar.update(len(batch))
             if generate_only:
                 continue
-            for metric, value in clip_metrics(ev, generated, reference, item["caption"]).items():
-                rows.append({**key, "domain": domain, "clip": clip, "condition": condition, "metric": metric,
-                             "value": value})
-            features.setdefault((domain, condition), []).append(
-                fvd.i3d_features(ev.i3d, generated.permute(1, 0, 2, 3)[None]))
-            if samples_dir is not None and i == 0 and condition == "clean":
-                samples_dir.mkdir(parents=True, exist_ok=True)
-                _save_strip(samples_dir / f"{domain}.png", reference, generated)
+            for i, item in enumerate(items):
+                generated = _from_uint8(load_file(files[i])["frames"])  # score exactly what a rerun reads
+                reference = item["video"].permute(1, 0, 2, 3)  # [3, T, H, W] → [T, 3, H, W]
+                for metric, value in clip_metrics(ev, generated, reference, item["caption"]).items():
+                    rows.append({**key, "domain": domain, "clip": clips[i], "condition": condition, "metric": metric,
+                                 "value": value})
+                features.setdefault((domain, condition), []).append(
+                    fvd.i3d_features(ev.i3d, generated.permute(1, 0, 2, 3)[None]))
+                if samples_dir is not None and i == 0 and condition == "clean":
+                    samples_dir.mkdir(parents=True, exist_ok=True)
+                    _save_strip(samples_dir / f"{domain}.png", reference, generated)
+        if not generate_only:
+            features[(domain, "real")] = [fvd.i3d_features(ev.i3d, item["video"][None]) for item in items]
+    bar.close()
     warned: list[tuple[str, str]] = []  # said once for the whole evaluation, not once per FVD
     for (domain, name), feats in sorted(features.items()):
         if name == "real":

@@ -84,13 +84,15 @@ PRESETS: dict[str, ArchitecturePreset] = {
         image_encoder=dict(hidden_size=1280, intermediate_size=5120, projection_dim=1024, num_hidden_layers=32,
                            num_attention_heads=16, image_size=224, patch_size=14, hidden_act="gelu"),
     ),
-    # One GPU, minutes per run at 64x64x17; 65 image tokens (CLIP 64 px, patch 8).
+    # One GPU, minutes per run at 64x64x17; 65 image tokens (CLIP 64 px, patch 8). Sized so the pre-trained
+    # folder (experiments/proxy_base) and the proxy evaluators fit in git's 40 MB: VAE 6.1M parameters (fp16
+    # file), frozen random text encoder 0.8M, image encoder 0.4M.
     "proxy": ArchitecturePreset(
         transformer=_i2v_transformer(heads=4, head_dim=64, layers=6, ffn_dim=1024, text_dim=256, image_dim=128),
-        vae=dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+        vae=dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 3, 3], num_res_blocks=1,
                  temperal_downsample=[False, True, True]),
-        text_encoder=dict(vocab_size=None, d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_heads=4),
-        image_encoder=dict(hidden_size=128, intermediate_size=512, projection_dim=128, num_hidden_layers=4,
+        text_encoder=dict(vocab_size=None, d_model=256, d_kv=64, d_ff=512, num_layers=1, num_heads=4),
+        image_encoder=dict(hidden_size=128, intermediate_size=512, projection_dim=128, num_hidden_layers=2,
                            num_attention_heads=4, image_size=64, patch_size=8, hidden_act="gelu"),
     ),
     # The sizes of diffusers' Wan I2V pipeline test, plus the I2V image projections; CPU, milliseconds.
@@ -160,6 +162,14 @@ def _init_parameters(model: WanTransformer3DModel) -> None:
                 raise RuntimeError(f"no initializer for {type(module).__name__}.{name}: diffusers changed")
 
 
+def cast_for_storage(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` in place in `dtype`, but for the modules diffusers keeps in fp32 (`_keep_in_fp32_modules`): the
+    dtypes `from_pretrained(dtype=...)` gives, so a saved file holds exactly what a load of it runs."""
+    for name, param in model.named_parameters():
+        param.data = param.data.to(torch.float32 if _keeps_fp32(model, name) else dtype)
+    return model
+
+
 def build_transformer(architecture: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                       seed: int = 0) -> WanTransformer3DModel:
     """A WanTransformer3DModel of a preset with seeded random weights.
@@ -172,9 +182,7 @@ def build_transformer(architecture: str, dtype: torch.dtype = torch.float32, dev
     # modulation tables from the global generator before they move to meta
     with torch.random.fork_rng(devices=[]), init_empty_weights(include_buffers=False):
         model = WanTransformer3DModel(**transformer_config(architecture))
-    for name, param in model.named_parameters():
-        param.data = param.data.to(torch.float32 if _keeps_fp32(model, name) else dtype)
-    model.requires_grad_(False).eval()
+    cast_for_storage(model, dtype).requires_grad_(False).eval()
     if torch.device(device).type == "meta":
         return model
     return materialize_transformer(model, device, seed)
@@ -337,6 +345,6 @@ def save_components(c: WanComponents, folder: str | Path, overwrite: bool = Fals
 __all__ = [
     "WanComponents", "ArchitecturePreset", "ModelSourceError", "PRESETS", "DTYPES", "HUB_ID",
     "TRUE_SIZE_PARAMETERS", "transformer_config", "build_transformer", "materialize_transformer",
-    "count_parameters", "wan_scheduler", "missing_model_files", "check_model_folder", "resolve_model_folder",
+    "count_parameters", "cast_for_storage", "wan_scheduler", "missing_model_files", "check_model_folder", "resolve_model_folder",
     "build_components", "make_pipeline", "save_components",
 ]

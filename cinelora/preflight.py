@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cinelora import models
 from cinelora.config import ExperimentConfig
-from cinelora.metrics.lpips_distance import trunk_path
+from cinelora.metrics.lpips_distance import is_trunk_file, trunk_path
 from cinelora.speed import fa4
 from cinelora.speed.levers import FA4
 
@@ -34,6 +34,10 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
         ({cfg.eval.lpips_net} if evaluate and cfg.eval.lpips_backbone == "torchvision" else set())
     problems += [f"LPIPS trunk: {trunk_path(net)} (torchvision's file) is missing" for net in sorted(trunks)
                  if not trunk_path(net).is_file()]
+    trunk_files = ({"perceptual.backbone": cfg.perceptual.backbone} if uses_distance else {}) | \
+        ({"eval.lpips_backbone": cfg.eval.lpips_backbone} if evaluate else {})
+    problems += [f"{key}: {path} is missing (run experiments/proxy_evaluators for this profile first)"
+                 for key, path in trunk_files.items() if is_trunk_file(path) and not Path(path).is_file()]
     heads = {"perceptual.heads": cfg.perceptual.heads} if uses_distance else {}
     if evaluate:
         heads["eval.rlpips_heads"] = cfg.eval.rlpips_heads

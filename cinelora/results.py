@@ -60,13 +60,13 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def sample_strip(frames: np.ndarray) -> Image.Image:
-    """`samples/<domain>.png` from its frames, uint8 [H, W, 3] with the `SAMPLE_ROWS` stacked top to bottom: the
-    same frames, each row named in a white left margin of `SAMPLE_LABEL_WIDTH` pixels."""
+def sample_strip(frames: np.ndarray, rows: tuple[str, ...] = SAMPLE_ROWS) -> Image.Image:
+    """`samples/<domain>.png` from its frames, uint8 [H, W, 3] with `rows` (equal heights) stacked top to bottom,
+    each row named in a white left margin of `SAMPLE_LABEL_WIDTH` pixels."""
     strip = Image.new("RGB", (SAMPLE_LABEL_WIDTH + frames.shape[1], frames.shape[0]), "white")
     strip.paste(Image.fromarray(frames), (SAMPLE_LABEL_WIDTH, 0))
-    draw, height = ImageDraw.Draw(strip), frames.shape[0] // len(SAMPLE_ROWS)
-    for row, label in enumerate(SAMPLE_ROWS):
+    draw, height = ImageDraw.Draw(strip), frames.shape[0] // len(rows)
+    for row, label in enumerate(rows):
         draw.text((2, row * height + height // 2), label, fill="black", anchor="lm", font=ImageFont.load_default())
     return strip
 

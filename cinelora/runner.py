@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cinelora.atomic import atomic_write_text
-from cinelora.config import ExperimentConfig, MetricExperimentConfig
+from cinelora.config import (INSTRUMENT_KINDS, BaseModelConfig, EvaluatorsConfig, ExperimentConfig,
+                             MetricExperimentConfig)
 from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, check_same_config, claim, locked
 
 
@@ -303,9 +304,49 @@ def run_metric(cfg: MetricExperimentConfig, force: bool) -> None:
     _metric_results(cfg, run, phases)
 
 
-def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig, source: str, force: bool) -> None:
-    """`cinelora run`: the whole experiment, whichever its kind."""
-    if cfg.kind == "metric":
+# --- instrument experiments (kinds base_model, evaluators): the proxy's own pre-trained weights ---------------------------
+
+CHUNKS = "chunks.json"  # one record per `cinelora run` call of a chunked run: its wall seconds, whether it finished
+
+
+def _record_chunk(run: RunDir, seconds: float, finished: bool) -> list[dict]:
+    chunks = (run.read_json(CHUNKS) or {"chunks": []})["chunks"] + [{"seconds": round(seconds, 1),
+                                                                       "finished": finished}]
+    run.write_json(CHUNKS, {"chunks": chunks})
+    return chunks
+
+
+@_one_at_a_time
+def run_instrument(cfg: BaseModelConfig | EvaluatorsConfig, force: bool, budget_minutes: float | None) -> None:
+    """`cinelora run` of an instrument experiment (proxy_base, proxy_evaluators): every part not done yet, until
+    done or the budget is spent; `provenance.json` once all of it is."""
+    from cinelora.instrument import base_model, evaluators
+    from cinelora.instrument.loop import Deadline
+
+    work, weights, summary = {
+        "base_model": (base_model.run_base_model, base_model.load_weights_sidecar, "evidence.md"),
+        "evaluators": (evaluators.run_evaluators, evaluators.weights_record, evaluators.SUMMARY)}[cfg.kind]
+    run = claim(cfg, force)
+    phases = _Phases()
+    finished = phases.time(cfg.kind, lambda: work(cfg, run, Deadline(budget_minutes)))
+    chunks = _record_chunk(run, phases[cfg.kind], finished)
+    if not finished:
+        print(f"{cfg.name}: stopped by --budget-minutes {budget_minutes:g}; run the same command again to continue")
+        return
+    run = run.finish(cfg, phases, {"weights": weights(run), "chunks": chunks,
+                                   "seconds_all_chunks": round(sum(c["seconds"] for c in chunks), 1)})
+    print(f"wrote {run.out} ({summary}):\n" + (run.out / summary).read_text())
+
+
+def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig | BaseModelConfig, source: str, force: bool,
+                   budget_minutes: float | None = None) -> None:
+    """`cinelora run`: the whole experiment, whichever its kind (`budget_minutes`: instrument kinds only)."""
+    if cfg.kind in INSTRUMENT_KINDS:
+        run_instrument(cfg, force, budget_minutes)
+    elif budget_minutes:
+        raise RunError(f"--budget-minutes applies to instrument experiments (kinds {', '.join(INSTRUMENT_KINDS)}), "
+                       f"not kind {cfg.kind}")
+    elif cfg.kind == "metric":
         run_metric(cfg, force)
     else:
         run_generator(cfg, source, force)
@@ -313,4 +354,4 @@ def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig, source: str, 
 
 __all__ = ["RunError", "prepare_world",
            "train_generator", "generate", "evaluate_generator", "run_generator", "train_metric", "evaluate_metric",
-           "run_metric", "run_experiment"]
+           "run_metric", "run_instrument", "run_experiment"]

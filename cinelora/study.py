@@ -22,6 +22,9 @@ ABLATIONS = ("robust_lpips_r4", "robust_lpips_r16", "robust_lpips_r8_eps1", "rob
 # Dependency order: the metric's heads feed the perceptual runs, and an ablation follows its parent.
 EXPERIMENTS = (METRIC_EXPERIMENT, *METHODS, *ABLATIONS)
 CURVE_EXPERIMENTS = (*METHODS, "robust_lpips_r8_noearlystop")  # the main run without early stopping, for contrast
+# The proxy instrument (proxy and smoke only), in dependency order: the evaluators, then the base model, whose
+# evidence they score (with the LPIPS heads the metric experiment trains on the evaluators' trunk).
+INSTRUMENT = ("proxy_evaluators", "proxy_base")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ PROFILE_TEXT = {
         scale_title="smoke: the tiny Wan of the smoke profile",
         architecture="smoke"),
 }
-LISTS = {"methods": METHODS, "ablations": ABLATIONS, "experiments": EXPERIMENTS, "curve_experiments": CURVE_EXPERIMENTS}
+LISTS = {"methods": METHODS, "ablations": ABLATIONS, "experiments": EXPERIMENTS, "curve_experiments": CURVE_EXPERIMENTS,
+         "instrument": INSTRUMENT}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN", "METRIC_EXPERIMENT", "ABLATIONS", "EXPERIMENTS",
-           "CURVE_EXPERIMENTS", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
+           "CURVE_EXPERIMENTS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
 
 if __name__ == "__main__":
     main()

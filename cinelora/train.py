@@ -85,7 +85,34 @@ def _collate(items: list[dict]) -> dict:
         "video": torch.stack([it["video"] for it in items]),
         "condition": torch.stack([it["condition"] for it in items]),
         "caption": [it["caption"] for it in items],
+        "index": [it["index"] for it in items],
     }
+
+
+class EncodingCache:
+    """The frozen encoders' outputs of each training clip (VAE latents, I2V condition, text and image embeddings),
+    computed the first time the clip is drawn and kept on the device, so later steps only read them (the cache
+    every Wan trainer keeps). A clip is encoded alone: its encoding never depends on the batch it came in, and at
+    batch 1 it is exactly what encoding the batch gave. Pixels (for the attack and the perceptual term) still come
+    from the batch."""
+
+    KEYS = ("latents", "condition", "text", "image")
+
+    def __init__(self, c: models.WanComponents, device: torch.device, dtype: torch.dtype):
+        self.c, self.device, self.dtype = c, device, dtype
+        self.store: dict[int, dict[str, torch.Tensor]] = {}
+
+    def inputs(self, batch: dict) -> dict:
+        """`objective.encode_batch`'s output for this batch, encodings from the cache."""
+        for j, index in enumerate(batch["index"]):
+            if index not in self.store:
+                one = {"video": batch["video"][j:j + 1], "condition": batch["condition"][j:j + 1],
+                       "caption": batch["caption"][j:j + 1]}
+                encoded = objective.encode_batch(self.c, one, self.device, self.dtype)
+                self.store[index] = {k: encoded[k] for k in self.KEYS}
+        return {"video": batch["video"].to(self.device, self.c.vae.dtype),
+                "first": batch["condition"].to(self.device, self.c.vae.dtype),
+                **{k: torch.cat([self.store[i][k] for i in batch["index"]]) for k in self.KEYS}}
 
 
 def _collate_black_condition(items: list[dict]) -> dict:
@@ -223,6 +250,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                                tc.steps * tc.grad_accum, layout.data_rank, layout.data_world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers))
 
+    cache = EncodingCache(c, device, dtype)
     bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}/{cfg.profile}", unit="step",
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     step_t, logged_step = time.perf_counter(), state.step
@@ -231,7 +259,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
         sums: dict[str, float] = {}
         for micro in range(tc.grad_accum):
             k = state.step * tc.grad_accum + micro
-            inputs = objective.encode_batch(c, next(batches), device, dtype)
+            inputs = cache.inputs(next(batches))
             sigmas, noise = objective.draw_noise(cfg.seed, "noise", k * layout.data_world + layout.data_rank,
                                                  inputs["latents"], cfg.model.flow_shift)
             sync = micro == tc.grad_accum - 1

@@ -35,7 +35,7 @@ def test_rows_cover_every_metric_and_condition_and_the_cache_is_reused(cfg, tmp_
     def no_generation(*args, **kwargs):
         raise AssertionError("a cached clip was generated again")
 
-    monkeypatch.setattr(ev, "generate_clip", no_generation)
+    monkeypatch.setattr(ev, "generate_clips", no_generation)
     assert ev.evaluate(cfg, None, tmp_path / "cache", None, progress=False) == rows
 
 

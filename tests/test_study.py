@@ -21,8 +21,12 @@ MAKE_VARIABLES = {"METHODS": "methods", "ABLATIONS": "ablations", "EXPERIMENTS":
 
 
 def test_experiments_are_the_folders_under_experiments_and_every_ablation_follows_its_parent():
-    assert sorted(study.EXPERIMENTS) == sorted(p.name for p in (REPO / "experiments").iterdir() if p.is_dir())
-    assert len(set(study.EXPERIMENTS)) == len(study.EXPERIMENTS)
+    named = study.EXPERIMENTS + study.INSTRUMENT
+    assert sorted(named) == sorted(p.name for p in (REPO / "experiments").iterdir() if p.is_dir())
+    assert len(set(named)) == len(named)
+    for name in study.INSTRUMENT:  # the instrument exists at proxy and smoke only, never as a study experiment
+        kind = yaml.safe_load((REPO / "experiments" / name / "config.yaml").read_text())["kind"]
+        assert kind in ("base_model", "evaluators"), (name, kind)
     order = {name: i for i, name in enumerate(study.EXPERIMENTS)}
     for ablation in study.ABLATIONS:
         parent = yaml.safe_load((REPO / "experiments" / ablation / "config.yaml").read_text()).get("parent")

@@ -38,6 +38,9 @@ from cinelora.seeding import derive_seed
 from cinelora.config import WORLD_DOMAINS
 from cinelora.data.world import SPLIT_BLOCK, render_clip
 
+# the domains of a call that names none: the world's first four (new world domains never join silently)
+DEFAULT_DOMAINS = ("studio", "cinematic", "actors", "photos")
+
 VERSION = 1  # bump when patches or judgments change: a set on disk made by another version is rewritten
 JUDGE_TEMPERATURE = 0.2
 FIRST_CLIP = {"train": 8 * SPLIT_BLOCK, "val": 9 * SPLIT_BLOCK}
@@ -137,7 +140,7 @@ def judge_from_severity(total0: float, total1: float) -> float:
 
 
 def make_triplet(seed: int, split: str, name: str, index: int, patch_size: int, frame_size: tuple[int, int],
-                 domains: Sequence[str] = WORLD_DOMAINS) -> dict:
+                 domains: Sequence[str] = DEFAULT_DOMAINS) -> dict:
     """One triplet: uint8 [patch_size, patch_size, 3] ref/p0/p1, judge in [0, 1], and how it was made."""
     clip = FIRST_CLIP[split] + index
     domain = domains[index % len(domains)]
@@ -161,7 +164,7 @@ def _write_triplet(folder: Path, triplet: dict, index: int) -> None:
 
 
 def write_two_afc_world(root: str | Path, *, seed: int, triplets: dict[str, int], sets: dict[str, list[str]],
-                        patch_size: int, frame_size: tuple[int, int], domains: Sequence[str] = WORLD_DOMAINS,
+                        patch_size: int, frame_size: tuple[int, int], domains: Sequence[str] = DEFAULT_DOMAINS,
                         progress: bool = True) -> Path:
     """Write `triplets[split]` triplets per set of `sets[split]` under `root` in the BAPPS layout.
 

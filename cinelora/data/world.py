@@ -15,7 +15,16 @@ Domains:
 - `actors` (held out): articulated limb figures walking, jogging, waving or boxing in a room, a
   HumanEva-like stand-in;
 - `photos` (held out): slow pans, tilts and zooms over the real photos that ship inside scikit-image
-  (`skimage.data`) and scikit-learn (`load_sample_image`); nothing is downloaded.
+  (`skimage.data`) and scikit-learn (`load_sample_image`); nothing is downloaded;
+- `figures` (generator pre-training, beside `studio`; the stand-in for the people and lighting of a web-scale
+  video corpus): 1-2 limb figures of the `actors` model (any action) over the studio backdrops, sometimes
+  beside a studio shape, under steady, brightening, dimming or sweeping spot light, with a studio camera move;
+- `particles` (held out, motion the pre-training covers only partly): 20-60 small dots of one kind (snow
+  falls, rain falls as short streaks, embers rise, fireflies wander and twinkle) with a common wind drift
+  and their own speeds, over a dark plain or gradient backdrop, static camera or slow pan;
+- `stills` (real images for training the project's evaluators only, never an evaluation domain): the
+  `photos` camera moves over the other images that ship inside scikit-image (`STILLS`). `photos` and
+  `stills` share no image (neither a name nor a pixel array; a test holds it).
 
 Geometry: the screen spans y in [-1, 1] (downwards) and x in [-W/H, W/H]; a camera (cx, cy, zoom) maps a
 screen point p to the world point (cx, cy) + p / zoom.
@@ -91,10 +100,44 @@ PHOTOS = {
     "temple": ("sklearn", "china.jpg", "a chinese temple"),
     "flower": ("sklearn", "flower.jpg", "a flower"),
 }
+# The `stills` domain's images, in the format of PHOTOS: the other real images that `skimage.data` ships inside
+# the package (left out: those it would download, synthetic ones, and the too small lfw_subset (25x25 faces) and
+# microaneurysms (102x102)). None is in PHOTOS.
+STILLS = {
+    "brick": ("skimage", "brick", "a brick wall"),
+    "grass": ("skimage", "grass", "a patch of grass"),
+    "gravel": ("skimage", "gravel", "gravel"),
+    "cell": ("skimage", "cell", "a cell floating in saline"),
+    "clock": ("skimage", "clock", "a motion-blurred wall clock"),
+    "page": ("skimage", "page", "a scanned page of printed text"),
+    "handwriting": ("skimage", "text", "handwritten text on paper"),
+    "retina": ("skimage", "retina", "a human retina"),
+    "motorcycle": ("skimage", "stereo_motorcycle", "a motorcycle in a workshop"),
+}
+LIGHTINGS = ("steady light", "light brightens", "light dims", "spotlight sweeps left", "spotlight sweeps right")
+# Particle kinds: RGB colour, vertical speed range (screen heights per clip, + is down), radius range, sway and
+# wander amplitudes, streak length (per unit of speed: rain is drawn as capsules along its motion), twinkle
+# depth and glow strength.
+PARTICLE_KINDS = {
+    "snow falls": {"colour": (240, 240, 235), "fall": (0.45, 0.8), "radius": (0.05, 0.09), "sway": 0.06,
+                   "wander": 0.0, "streak": 0.0, "twinkle": 0.0, "glow": 0.0},
+    "rain falls": {"colour": (170, 190, 220), "fall": (1.6, 2.4), "radius": (0.035, 0.045), "sway": 0.0,
+                   "wander": 0.0, "streak": 0.12, "twinkle": 0.0, "glow": 0.0},
+    "embers rise": {"colour": (255, 140, 40), "fall": (-0.8, -0.4), "radius": (0.05, 0.07), "sway": 0.05,
+                    "wander": 0.0, "streak": 0.0, "twinkle": 0.4, "glow": 0.2},
+    "fireflies drift": {"colour": (200, 235, 90), "fall": (-0.1, 0.1), "radius": (0.05, 0.07), "sway": 0.0,
+                        "wander": 0.2, "streak": 0.0, "twinkle": 0.9, "glow": 0.35},
+}
+PARTICLE_BACKDROP_COLOURS = ("black", "navy", "maroon", "olive", "brown", "teal")
+WINDS = {"no wind": 0.0, "wind from the left": 1.0, "wind from the right": -1.0}  # sign of the drift in x
 # The backdrop is farther away than the objects, so camera moves shift and zoom it less (a depth cue).
 BACKDROP_PARALLAX = 0.5
 # Photo moves keep the view inside the photo for every frame aspect up to 16:9.
 WIDEST_ASPECT = 16 / 9
+# Particles live in a field that wraps around (a dot leaving one side enters the other): wide enough for
+# every frame aspect up to 16:9 and a slow pan (PARTICLE_PAN), with a margin so that no dot wraps in view.
+PARTICLE_PAN = 0.25
+PARTICLE_FIELD = (WIDEST_ASPECT + PARTICLE_PAN + 0.3, 1.3)  # half width, half height
 
 
 class WorldError(ValueError):
@@ -227,7 +270,16 @@ def _draw_actors(rng: np.random.Generator) -> dict:
 
 
 def _draw_photos(rng: np.random.Generator) -> dict:
-    name = _pick(rng, sorted(PHOTOS))
+    return _draw_photo_move(rng, PHOTOS)
+
+
+def _draw_stills(rng: np.random.Generator) -> dict:
+    return _draw_photo_move(rng, STILLS)
+
+
+def _draw_photo_move(rng: np.random.Generator, table: dict) -> dict:
+    """A slow pan, tilt or zoom over one image of `table` (PHOTOS or STILLS)."""
+    name = _pick(rng, sorted(table))
     height, width = _load_photo(name, None).shape[:2]
     half_width = width / height  # the photo spans y in [-1, 1] and x in [-half_width, half_width]
     zoom = max(1.0, WIDEST_ASPECT / half_width) * rng.uniform(1.15, 1.5)
@@ -245,7 +297,52 @@ def _draw_photos(rng: np.random.Generator) -> dict:
         start[:2] = end[:2] = centre
         (start if move.endswith("out") else end)[2] = zoom * factor
     camera = {"move": move, "start": [_r(v) for v in start], "end": [_r(v) for v in end], "ease": "smooth"}
-    return {"photo": name, "subject": PHOTOS[name][2], "camera": camera}
+    return {"photo": name, "subject": table[name][2], "camera": camera}
+
+
+def _draw_lighting(rng: np.random.Generator) -> dict:
+    """Gain over the whole frame at t=0 and t=1, and for a spotlight its light pool (world units): a soft
+    disc of `radius` whose centre moves from `start` to `end`, with `ambient` light left outside it."""
+    kind = _pick(rng, LIGHTINGS)
+    low = _r(rng.uniform(0.35, 0.55))
+    gain = {"light brightens": [low, 1.0], "light dims": [1.0, low]}.get(kind, [1.0, 1.0])
+    pool = None
+    if kind.startswith("spotlight"):
+        sign = -1 if kind.endswith("left") else 1
+        travel, height = _r(rng.uniform(0.5, 0.9)), _r(rng.uniform(-0.1, 0.4))
+        pool = {"start": [-sign * travel, height], "end": [sign * travel, height],
+                "radius": _r(rng.uniform(0.45, 0.7)), "ambient": low}
+    return {"kind": kind, "gain": gain, "pool": pool}
+
+
+def _draw_figures(rng: np.random.Generator) -> dict:
+    backdrop = _draw_backdrop(rng)
+    colours = tuple(backdrop["colours"])
+    count = int(rng.choice([1, 2], p=[0.6, 0.4]))
+    xs = [float(rng.uniform(-0.3, 0.3))] if count == 1 else [float(rng.uniform(-0.7, -0.4)),
+                                                             float(rng.uniform(0.4, 0.7))]
+    figures = [_draw_figure(rng, x, colours) for x in xs]
+    objects = [_draw_object(rng, colours, speed=1.0, band=1.0)] if rng.random() < 0.35 else []
+    lighting = _draw_lighting(rng)
+    camera = _draw_camera(rng, _pick(rng, STUDIO_MOVES), distance=0.5, zoom=0.4, ease="linear")
+    return {"backdrop": backdrop, "objects": objects, "figures": figures, "lighting": lighting, "camera": camera}
+
+
+def _draw_particles(rng: np.random.Generator) -> dict:
+    """One kind of particle; the dots themselves (positions, speeds, sizes, phases) are drawn at render time
+    from `particle_seed`. `count` is how many a square frame shows on average; `drift` is the wind's common
+    speed in x and `fall` the kind's common speed in y (screen heights per clip), both jittered per dot."""
+    kind = _pick(rng, PARTICLE_KINDS)
+    first = _pick(rng, PARTICLE_BACKDROP_COLOURS)
+    second = _pick(rng, PARTICLE_BACKDROP_COLOURS, exclude=(first,))
+    # Only what a plain or gradient backdrop reads (`_render_backdrop` reads "scale" for every kind).
+    backdrop = {"kind": _pick(rng, ("plain", "gradient")), "colours": [first, second], "scale": 1.0}
+    wind = _pick(rng, WINDS)
+    move = _pick(rng, ("static camera", "slow pan left", "slow pan right"))
+    return {"kind": kind, "count": int(rng.integers(20, 61)), "backdrop": backdrop, "wind": wind,
+            "drift": _r(WINDS[wind] * rng.uniform(0.2, 0.5)), "fall": _r(rng.uniform(*PARTICLE_KINDS[kind]["fall"])),
+            "particle_seed": int(rng.integers(2**31)),
+            "camera": _draw_camera(rng, move, distance=PARTICLE_PAN, zoom=0.0, ease="smooth")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,7 +378,7 @@ def _figure_phrase(fig: dict) -> str:
 
 def caption_of(domain: str, attributes: dict) -> str:
     """A one-line caption built from a clip's attributes."""
-    if domain == "photos":
+    if domain in ("photos", "stills"):
         move = attributes["camera"]["move"]
         preposition = {"slow zoom in": "on", "slow zoom out": "from"}.get(move, "across")
         return f"a {move} {preposition} a photo of {attributes['subject']}"
@@ -289,6 +386,14 @@ def caption_of(domain: str, attributes: dict) -> str:
         room = attributes["room"]
         people = _join([_figure_phrase(f) for f in attributes["figures"]])
         return f"{people} in a room with a {room['wall']} wall, {attributes['camera']['move']}"
+    if domain == "figures":
+        actors = [_figure_phrase(f) for f in attributes["figures"]] + [_object_phrase(o, False)
+                                                                       for o in attributes["objects"]]
+        return f"{_join(actors)} over {_backdrop_phrase(attributes['backdrop'])}, " \
+               f"{attributes['lighting']['kind']}, {attributes['camera']['move']}"
+    if domain == "particles":
+        return f"{attributes['kind']} over {_backdrop_phrase(attributes['backdrop'])}, {attributes['wind']}, " \
+               f"{attributes['camera']['move']}"
     slow = domain == "cinematic"
     scene = f"{_join([_object_phrase(o, slow) for o in attributes['objects']])} over " \
             f"{_backdrop_phrase(attributes['backdrop'])}"
@@ -515,25 +620,136 @@ def _render_actors(attributes: dict, height: int, width: int, num_frames: int) -
         depth = np.clip((wy - room["horizon"]) / 1.5, 0, 1)[..., None]  # the floor lightens towards the camera
         image = _rgb(room["wall"]) * (1 - floor) + _rgb(room["floor"]) * (0.75 + 0.35 * depth) * floor
         for fig in attributes["figures"]:
-            far, near, (head, radius) = _limb_segments(fig, t)
-            shirt, trousers, skin = _rgb(fig["shirt"]), _rgb(fig["trousers"]), _rgb(fig["skin"])
-            limb_colours = [trousers, trousers, shirt, skin]  # thigh, shin, upper arm, forearm
-            limb_width = fig["height"] * LIMB_WIDTH
-            _paint_limbs(image, far, [0.7 * c for c in limb_colours], wx, wy, limb_width, pixel)
-            _paint_limbs(image, near, [shirt] + limb_colours, wx, wy, limb_width * 1.3, pixel)
-            alpha = _coverage(np.hypot(wx - head[0], wy - head[1]) - radius, pixel)
-            image = image * (1 - alpha) + alpha * skin
+            image = _paint_figure(image, fig, t, wx, wy, pixel)
         frames.append(image)
     return np.stack(frames)
+
+
+def _paint_figure(image: np.ndarray, fig: dict, t: float, wx: np.ndarray, wy: np.ndarray,
+                  pixel: float) -> np.ndarray:
+    """One limb figure at its pose at time t over `image` [H, W, 3] (painted in place, then returned with the
+    head): far limbs shaded, then the torso and near limbs, then the head."""
+    far, near, (head, radius) = _limb_segments(fig, t)
+    shirt, trousers, skin = _rgb(fig["shirt"]), _rgb(fig["trousers"]), _rgb(fig["skin"])
+    limb_colours = [trousers, trousers, shirt, skin]  # thigh, shin, upper arm, forearm
+    limb_width = fig["height"] * LIMB_WIDTH
+    _paint_limbs(image, far, [0.7 * c for c in limb_colours], wx, wy, limb_width, pixel)
+    _paint_limbs(image, near, [shirt] + limb_colours, wx, wy, limb_width * 1.3, pixel)
+    alpha = _coverage(np.hypot(wx - head[0], wy - head[1]) - radius, pixel)
+    return image * (1 - alpha) + alpha * skin
+
+
+def _light(lighting: dict, t: float, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
+    """Light [H, W, 1] in [0, 1] that multiplies a frame: the gain at time t, times the spotlight's pool."""
+    start, end = lighting["gain"]
+    light = np.full_like(wx, start + (end - start) * t)
+    pool = lighting["pool"]
+    if pool is not None:
+        (x0, y0), (x1, y1) = pool["start"], pool["end"]
+        distance2 = (wx - (x0 + (x1 - x0) * t)) ** 2 + (wy - (y0 + (y1 - y0) * t)) ** 2
+        light *= pool["ambient"] + (1 - pool["ambient"]) * np.exp(-distance2 / pool["radius"] ** 2)
+    return light[..., None]
+
+
+def _render_figures(attributes: dict, height: int, width: int, num_frames: int) -> np.ndarray:
+    x, y = _screen_grid(height, width)
+    frames = []
+    for t in _times(num_frames):
+        image = _render_shapes_frame(attributes, t, x, y)  # the backdrop (with parallax) and any studio shape
+        cx, cy, zoom = _camera_at(attributes["camera"], t)
+        wx, wy = cx + x / zoom, cy + y / zoom
+        pixel = 2.0 / (height * zoom)
+        for fig in attributes["figures"]:
+            image = _paint_figure(image, fig, t, wx, wy, pixel)
+        frames.append(image * _light(attributes["lighting"], t, wx, wy))
+    return np.stack(frames)
+
+
+def _particle_paths(attributes: dict, times: np.ndarray) -> dict:
+    """Every dot of the field at every time: world centres x, y [T, N] (wrapped into PARTICLE_FIELD), unit
+    direction of motion dx, dy [T, N], streak length [N], radius [N] and brightness [T, N] in [0, 1]."""
+    kind = PARTICLE_KINDS[attributes["kind"]]
+    half_width, half_height = PARTICLE_FIELD
+    n = round(attributes["count"] * half_width * half_height)  # count per square frame (area 4) → field
+    rng = np.random.default_rng(attributes["particle_seed"])
+    x0 = rng.uniform(-half_width, half_width, n)
+    y0 = rng.uniform(-half_height, half_height, n)
+    vx = attributes["drift"] * rng.uniform(0.8, 1.2, n)
+    vy = attributes["fall"] * rng.uniform(0.7, 1.3, n)  # each dot's own speed
+    radius = rng.uniform(*kind["radius"], n)
+    phase = rng.uniform(0, 2 * np.pi, (4, n))
+    frequency = rng.uniform(0.4, 1.4, (4, n))  # cycles per clip: sway (0), wander (1, 2), twinkle (3)
+    amplitude = rng.uniform(0.5, 1.0, (2, n))
+    t = times[:, None]
+    wave = [np.sin(2 * np.pi * frequency[k] * t + phase[k]) for k in range(4)]
+    swing = [2 * np.pi * frequency[k] * np.cos(2 * np.pi * frequency[k] * t + phase[k]) for k in range(3)]
+    # Fireflies wander along two smooth sinusoids of their own; snow and embers sway side to side.
+    x = x0 + vx * t + kind["sway"] * wave[0] + kind["wander"] * amplitude[0] * wave[1]
+    y = y0 + vy * t + kind["wander"] * amplitude[1] * wave[2]
+    vel_x = vx + kind["sway"] * swing[0] + kind["wander"] * amplitude[0] * swing[1]
+    vel_y = vy + kind["wander"] * amplitude[1] * swing[2]
+    speed = np.maximum(np.hypot(vel_x, vel_y), 1e-9)
+    return {"x": (x + half_width) % (2 * half_width) - half_width,
+            "y": (y + half_height) % (2 * half_height) - half_height,
+            "dx": vel_x / speed, "dy": vel_y / speed, "streak": kind["streak"] * np.hypot(vx, vy),
+            "radius": radius, "brightness": 1 - kind["twinkle"] * (0.5 + 0.5 * wave[3])}
+
+
+def _render_particles(attributes: dict, height: int, width: int, num_frames: int) -> np.ndarray:
+    """Dots (capsules along their motion for rain) with antialiased edges and, for glowing kinds, a soft halo.
+    Each dot in view is painted over its own small patch of pixels: one vectorised pass over [P, ky, kx] for
+    the P (frame, dot) pairs in view, summed into the frames' coverage by one bincount."""
+    x, y = _screen_grid(height, width)
+    times = _times(num_frames)
+    camera, kind = attributes["camera"], PARTICLE_KINDS[attributes["kind"]]
+    frames = []
+    for t in times:
+        bx, by, bzoom = _camera_at(camera, t, BACKDROP_PARALLAX)
+        frames.append(_render_backdrop(attributes["backdrop"], bx + x / bzoom, by + y / bzoom))
+    frames = np.stack(frames)
+    dots = _particle_paths(attributes, times)
+    cx, cy, zoom = np.array([_camera_at(camera, t) for t in times]).T[..., None]  # each [T, 1]
+    sx, sy = (dots["x"] - cx) * zoom, (dots["y"] - cy) * zoom  # centres in screen units [T, N]
+    half_streak, radius = dots["streak"] / 2 * zoom, dots["radius"] * zoom
+    halo = radius * (2.5 if kind["glow"] else 1.0)  # how far a dot's paint reaches beyond its streak
+    reach_x, reach_y = halo + np.abs(dots["dx"]) * half_streak, halo + np.abs(dots["dy"]) * half_streak
+    aspect, per_unit = width / height, height / 2  # per_unit: pixels per screen unit
+    frame, dot = np.nonzero((np.abs(sx) < aspect + reach_x) & (np.abs(sy) < 1 + reach_y))
+    if not len(frame):
+        return frames
+    sx, sy, half_streak, radius = sx[frame, dot], sy[frame, dot], half_streak[frame, dot], radius[frame, dot]
+    dx, dy = dots["dx"][frame, dot], dots["dy"][frame, dot]
+    kx = int(np.ceil(reach_x[frame, dot].max() * per_unit + 1))
+    ky = int(np.ceil(reach_y[frame, dot].max() * per_unit + 1))
+    rows = np.round((sy + 1) * per_unit - 0.5).astype(np.int64)[:, None, None] + np.arange(-ky, ky + 1)[:, None]
+    cols = np.round((sx + aspect) * per_unit - 0.5).astype(np.int64)[:, None, None] + np.arange(-kx, kx + 1)
+    # Pixel centres relative to the dot's centre (screen units), and their distance to its streak segment.
+    u = (cols + 0.5) / per_unit - aspect - sx[:, None, None]
+    v = (rows + 0.5) / per_unit - 1 - sy[:, None, None]
+    dx, dy, half_streak, radius = (a[:, None, None] for a in (dx, dy, half_streak, radius))
+    along = np.clip(u * dx + v * dy, -half_streak, half_streak)
+    distance = np.hypot(u - along * dx, v - along * dy)
+    alpha = np.clip(0.5 - (distance - radius) * per_unit, 0.0, 1.0)
+    if kind["glow"]:
+        alpha = np.maximum(alpha, kind["glow"] * np.exp(-(distance / (1.2 * radius)) ** 2))
+    alpha = alpha * dots["brightness"][frame, dot][:, None, None]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = np.broadcast_to((frame[:, None, None] * height + rows) * width + cols, alpha.shape)[inside]
+    cover = np.bincount(flat, weights=alpha[inside], minlength=len(times) * height * width)
+    cover = np.minimum(cover, 1.0).reshape(len(times), height, width, 1).astype(np.float32)
+    colour = np.asarray(kind["colour"], dtype=np.float32) / 255.0
+    return frames * (1 - cover) + cover * colour
 
 
 @functools.lru_cache(maxsize=32)
 def _load_photo(name: str, height: int | None) -> np.ndarray:
     """A shipped photo as float32 [H, W, 3] in [0, 1], optionally resized (antialiased) to `height` rows."""
-    package, item, _ = PHOTOS[name]
+    package, item, _ = PHOTOS[name] if name in PHOTOS else STILLS[name]
     if package == "skimage":
         import skimage.data
         image = getattr(skimage.data, item)()
+        if isinstance(image, tuple):  # stereo_motorcycle: (left view, right view, disparity)
+            image = image[0]
     else:
         # The same files `sklearn.datasets.load_sample_image` reads, without its one-second import of sklearn.
         package_dir = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0])
@@ -579,9 +795,11 @@ def _render_photos(attributes: dict, height: int, width: int, num_frames: int) -
 
 _DRAW: dict[str, Callable[[np.random.Generator], dict]] = {
     "studio": _draw_studio, "cinematic": _draw_cinematic, "actors": _draw_actors, "photos": _draw_photos,
+    "figures": _draw_figures, "particles": _draw_particles, "stills": _draw_stills,
 }
 _RENDER: dict[str, Callable[[dict, int, int, int], np.ndarray]] = {
     "studio": _render_shapes, "cinematic": _render_shapes, "actors": _render_actors, "photos": _render_photos,
+    "figures": _render_figures, "particles": _render_particles, "stills": _render_photos,
 }
 
 

@@ -67,14 +67,15 @@ def preprocess_clips(clips: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def i3d_features(model: InceptionI3d, clips: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """FVD features [N, 400] (float32, CPU): I3D logits of clips [N, 3, T, H, W] in [-1, 1], any T, H, W.
+    """FVD features [N, 400] (float32, CPU): I3D logits of clips [N, 3, T, H, W] in [-1, 1], any T, H, W (the
+    proxy instrument's I3D has its own number of logits, `model.logits.conv3d.out_channels`).
 
     Features of one clip do not depend on the others, so features computed clip by clip may be concatenated.
     """
     weight = next(model.parameters())
     features = [model(preprocess_clips(clips[i:i + batch_size]).to(weight.device, weight.dtype)).float().cpu()
                 for i in range(0, clips.shape[0], batch_size)]
-    return torch.cat(features) if features else torch.empty(0, FEATURE_DIM)
+    return torch.cat(features) if features else torch.empty(0, model.logits.conv3d.out_channels)
 
 
 def feature_statistics(features: np.ndarray | torch.Tensor,

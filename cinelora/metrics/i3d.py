@@ -39,6 +39,9 @@ WEIGHT_FILES = tuple(name for name, _ in RELEASES.values())
 RANDOM_EPS = 1e-3  # the seeded random I3D of smoke runs belongs to no release: Sonnet's default
 # Wan components take init indices 0-3 (cinelora.models); evaluators start at 16
 INIT_INDEX = 16
+# Channel divisors of a width-scaled I3D (every channel count of the reference divides by each of them): 1 is the
+# reference network; the project's proxy I3D (cinelora/instrument/i3d_training.py) is narrower so its weights stay small
+WIDTH_DIVISORS = (1, 2, 4, 8)
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -102,44 +105,55 @@ class InceptionI3d(nn.Module):
 
     Needs T ≥ 9 and H, W ≥ 193 (the final 2x7x7 average pool needs a 2x7x7 map; the trunk strides 8 in time,
     32 in space); FVD feeds 16x224x224, where one 1x1x1 logit position remains.
+    `width_divisor` > 1 divides every channel count (same modules and parameter names, narrower tensors) and
+    `num_classes` sets the head: the proxy instrument's own I3D, whose logits are its world-attribute classes.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, bn_eps: float = RANDOM_EPS):
+    def __init__(self, num_classes: int = NUM_CLASSES, bn_eps: float = RANDOM_EPS, width_divisor: int = 1):
         super().__init__()
+        if width_divisor not in WIDTH_DIVISORS:
+            raise ValueError(f"I3D width_divisor {width_divisor}: expected one of {list(WIDTH_DIVISORS)}")
+
+        def c(*widths: int):  # every channel count of the reference divided by width_divisor (all divide exactly)
+            return widths[0] // width_divisor if len(widths) == 1 else tuple(w // width_divisor for w in widths)
+
         # Channel widths of Inception-v1 (Szegedy et al. 2015, Table 1); names are pytorch-i3d's state-dict keys.
         trunk: dict[str, nn.Module] = {
-            "Conv3d_1a_7x7": Unit3d(3, 64, (7, 7, 7), (2, 2, 2)),
+            "Conv3d_1a_7x7": Unit3d(3, c(64), (7, 7, 7), (2, 2, 2)),
             "MaxPool3d_2a_3x3": MaxPool3dSame((1, 3, 3), (1, 2, 2)),
-            "Conv3d_2b_1x1": Unit3d(64, 64),
-            "Conv3d_2c_3x3": Unit3d(64, 192, (3, 3, 3)),
+            "Conv3d_2b_1x1": Unit3d(c(64), c(64)),
+            "Conv3d_2c_3x3": Unit3d(c(64), c(192), (3, 3, 3)),
             "MaxPool3d_3a_3x3": MaxPool3dSame((1, 3, 3), (1, 2, 2)),
-            "Mixed_3b": InceptionBlock(192, (64, 96, 128, 16, 32, 32)),
-            "Mixed_3c": InceptionBlock(256, (128, 128, 192, 32, 96, 64)),
+            "Mixed_3b": InceptionBlock(c(192), c(64, 96, 128, 16, 32, 32)),
+            "Mixed_3c": InceptionBlock(c(256), c(128, 128, 192, 32, 96, 64)),
             "MaxPool3d_4a_3x3": MaxPool3dSame((3, 3, 3), (2, 2, 2)),
-            "Mixed_4b": InceptionBlock(480, (192, 96, 208, 16, 48, 64)),
-            "Mixed_4c": InceptionBlock(512, (160, 112, 224, 24, 64, 64)),
-            "Mixed_4d": InceptionBlock(512, (128, 128, 256, 24, 64, 64)),
-            "Mixed_4e": InceptionBlock(512, (112, 144, 288, 32, 64, 64)),
-            "Mixed_4f": InceptionBlock(528, (256, 160, 320, 32, 128, 128)),
+            "Mixed_4b": InceptionBlock(c(480), c(192, 96, 208, 16, 48, 64)),
+            "Mixed_4c": InceptionBlock(c(512), c(160, 112, 224, 24, 64, 64)),
+            "Mixed_4d": InceptionBlock(c(512), c(128, 128, 256, 24, 64, 64)),
+            "Mixed_4e": InceptionBlock(c(512), c(112, 144, 288, 32, 64, 64)),
+            "Mixed_4f": InceptionBlock(c(528), c(256, 160, 320, 32, 128, 128)),
             "MaxPool3d_5a_2x2": MaxPool3dSame((2, 2, 2), (2, 2, 2)),
-            "Mixed_5b": InceptionBlock(832, (256, 160, 320, 32, 128, 128)),
-            "Mixed_5c": InceptionBlock(832, (384, 192, 384, 48, 128, 128)),
+            "Mixed_5b": InceptionBlock(c(832), c(256, 160, 320, 32, 128, 128)),
+            "Mixed_5c": InceptionBlock(c(832), c(384, 192, 384, 48, 128, 128)),
         }
         for name, module in trunk.items():
             self.add_module(name, module)
         self.trunk_names = tuple(trunk)
-        self.logits = Unit3d(1024, num_classes, logits=True)
+        self.logits = Unit3d(c(1024), num_classes, logits=True)
         for module in self.modules():
             if isinstance(module, nn.BatchNorm3d):
                 module.eps = bn_eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-logit features [N, 1024 / width_divisor, T', H', W'] (trunk, then the 2x7x7 average pool)."""
         for name in self.trunk_names:
             x = getattr(self, name)(x)
+        return F.avg_pool3d(x, (2, 7, 7), stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The reference's head: 2x7x7 average pool (stride 1) → (dropout: identity at evaluation) → 1x1x1 conv;
         # the conv is linear, so averaging its outputs over the remaining positions averages logits over time.
-        x = self.logits(F.avg_pool3d(x, (2, 7, 7), stride=1))
-        return x.mean(dim=(2, 3, 4))
+        return self.logits(self.pooled(x)).mean(dim=(2, 3, 4))
 
 
 def _missing_weights_message(path: Path) -> str:
@@ -152,10 +166,23 @@ def _missing_weights_message(path: Path) -> str:
             "(or point the configured I3D path at it); smoke runs use random_i3d instead.")
 
 
+def _geometry(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(width divisor, classes) of a state dict, read from its conv shapes: the first conv's output channels give
+    the width (64 in the reference). At full width the head is Kinetics-400's, the FVD feature (another head, such as
+    Charades', is refused); a width-scaled file is the proxy instrument's, whose head holds its own classes."""
+    first, head = state.get("Conv3d_1a_7x7.conv3d.weight"), state.get("logits.conv3d.weight")
+    width = first.shape[0] if first is not None and first.ndim == 5 else 64
+    divisor = 64 // width if 64 % width == 0 and 64 // width in WIDTH_DIVISORS else 1
+    if divisor == 1 or head is None or head.ndim != 5:
+        return 1, NUM_CLASSES
+    return divisor, head.shape[0]
+
+
 def load_i3d(path: str | Path, release: str) -> InceptionI3d:
     """A frozen InceptionI3d in eval mode with the weights of a pytorch-i3d-layout state dict (`.pt` or
-    `.safetensors`), run as the code of its `release` runs it (`RELEASES`: the batch-norm eps); a missing file or a
-    different layout is one clear error."""
+    `.safetensors`, any float dtype: the weights are upcast to float32), run as the code of its `release` runs it
+    (`RELEASES`: the batch-norm eps); a missing file or a different layout is one clear error. The width and, for a
+    width-scaled file, the head size come from the file's tensor shapes (`_geometry`)."""
     if release not in RELEASES:
         raise ValueError(f"I3D release {release!r}: expected one of {list(RELEASES)}")
     path = Path(path).expanduser()
@@ -165,14 +192,16 @@ def load_i3d(path: str | Path, release: str) -> InceptionI3d:
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = InceptionI3d(bn_eps=RELEASES[release][1])
+    divisor, num_classes = _geometry(state)
+    model = InceptionI3d(num_classes, bn_eps=RELEASES[release][1], width_divisor=divisor)
     expected = model.state_dict()
     # files saved before torch 0.4.1 lack BatchNorm's num_batches_tracked (a training counter, unused here)
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong_shape:
-        raise ValueError(f"{path} is not a pytorch-i3d InceptionI3d state dict with a {NUM_CLASSES}-class head: "
+        head = f"a {NUM_CLASSES}-class head" if divisor == 1 else f"width 1/{divisor} and a {num_classes}-class head"
+        raise ValueError(f"{path} is not a pytorch-i3d InceptionI3d state dict with {head}: "
                          f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
                          f"wrong shapes {wrong_shape[:5]} (first five of {len(missing)}, {len(unexpected)}, "
                          f"{len(wrong_shape)})")
@@ -195,4 +224,5 @@ def random_i3d(seed: int) -> InceptionI3d:
     return model.eval().requires_grad_(False)
 
 
-__all__ = ["InceptionI3d", "load_i3d", "random_i3d", "NUM_CLASSES", "RELEASES", "WEIGHT_FILES", "RANDOM_EPS"]
+__all__ = ["InceptionI3d", "load_i3d", "random_i3d", "NUM_CLASSES", "RELEASES", "WEIGHT_FILES", "RANDOM_EPS",
+           "WIDTH_DIVISORS"]

@@ -2,8 +2,9 @@
 
 The trunk comes from torchvision's standard weight file in the torch hub cache (`backbone="torchvision"`),
 never downloaded and read with `weights_only=True` (`load_trunk`): a missing file is one clear error.
-`backbone="random"` builds a seeded random trunk (`pnet_rand=True`): smoke/proxy scale only, and every result
-written with it says so.
+`backbone="random"` builds a seeded random trunk (`pnet_rand=True`): smoke scale only, and every result
+written with it says so. Any other backbone is the path of a trunk file with torchvision's `features.*` keys
+(a `.safetensors` file: the proxy instrument's AlexNet trunk, trained by experiments/proxy_evaluators).
 
 Linear heads (the five 1×1 convolutions `lin0..lin4`, seven for squeeze) come from one place whatever their
 origin: `heads=""` reads the package's shipped v0.1 file (a torch pickle, read with `weights_only=True` and
@@ -27,7 +28,7 @@ from cinelora.atomic import atomic_write_bytes, atomic_write_text
 
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 SHIPPED_HEADS_DIR = Path(lpips.__file__).parent / "weights" / "v0.1"
-BACKBONES = ("torchvision", "random")
+BACKBONES = ("torchvision", "random")  # or the path of a trunk file (`is_trunk_file`)
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -53,8 +54,15 @@ def new_lpips(net: str, backbone: str, seed: int, *, tune: bool = False) -> lpip
             raise MissingWeightsError(
                 f"LPIPS '{net}' needs torchvision's trunk weights at {path} (file {TRUNK_FILES[net]}); "
                 "copy it there (or set TORCH_HOME), or use a `random` backbone for smoke/proxy runs")
+    elif is_trunk_file(backbone):
+        path = Path(backbone)
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"LPIPS '{net}' trunk file {path} is missing: the proxy trunk is written by `python -m cinelora run "
+                "--config experiments/proxy_evaluators/config.yaml --profile <profile>` (run it first)")
     elif backbone != "random":
-        raise ValueError(f"LPIPS backbone: found {backbone!r}, expected one of {list(BACKBONES)}")
+        raise ValueError(f"LPIPS backbone: found {backbone!r}, expected one of {list(BACKBONES)} or the path of a "
+                         "trunk file (.safetensors)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.derive_seed(seed, "lpips_init"))
         # always built without weights (pnet_rand): the package would have torchvision unpickle the trunk file
@@ -64,19 +72,28 @@ def new_lpips(net: str, backbone: str, seed: int, *, tune: bool = False) -> lpip
             warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
             model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, pnet_tune=tune,
                                 use_dropout=True, eval_mode=False, verbose=False)
-    if backbone == "torchvision":
-        load_trunk(model, trunk_path(net))
+    if backbone != "random":
+        load_trunk(model, path)
     return model
+
+
+def is_trunk_file(backbone: str) -> bool:
+    """Whether an LPIPS backbone names a trunk file (the path of a `.safetensors` file), not a source keyword."""
+    return backbone.endswith(".safetensors")
 
 
 def load_trunk(model: lpips.LPIPS, path: Path) -> None:
     """Load torchvision's trunk file (`features.<i>.*` of its state dict) into the LPIPS trunk (`slice<k>.<i>.*`),
-    read with `weights_only=True`: a file that is not a plain tensor state dict is refused, never unpickled."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: not a plain tensor state dict; refused to unpickle it ({str(err).splitlines()[0]})"
-                         ) from None
+    read with `weights_only=True`: a file that is not a plain tensor state dict is refused, never unpickled. A
+    `.safetensors` file holds those keys alone (the classifier's are not needed), in any float dtype (upcast)."""
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{path}: not a plain tensor state dict; refused to unpickle it "
+                             f"({str(err).splitlines()[0]})") from None
     mapped = {}
     for key in model.net.state_dict():
         index, rest = re.fullmatch(r"slice\d+\.(\d+)\.(.+)", key).groups()

@@ -33,7 +33,7 @@ from cinelora.adversarial import pgd_attack, pixel_eps_to_unit_range
 from cinelora.config import MetricExperimentConfig, RLPIPSConfig
 from cinelora.data.bapps import TwoAFCDataset
 from cinelora.metrics.two_afc import two_afc_agreement
-from cinelora.metrics.lpips_distance import TRUNK_FILES, build_lpips, new_lpips, save_heads
+from cinelora.metrics.lpips_distance import TRUNK_FILES, build_lpips, is_trunk_file, new_lpips, save_heads
 from cinelora.data.two_afc_world import write_two_afc_world
 
 INPUTS = ("ref", "p0", "p1")
@@ -239,6 +239,8 @@ def data_source(cfg: MetricExperimentConfig) -> str:
 def trunk_source(cfg: RLPIPSConfig) -> str:
     if cfg.backbone == "torchvision":
         return f"torchvision ImageNet {cfg.net} trunk ({TRUNK_FILES[cfg.net]})"
+    if is_trunk_file(cfg.backbone):
+        return f"{cfg.net} trunk from {cfg.backbone} (the proxy instrument's, trained on world frames: proxy only)"
     return f"seeded random {cfg.net} trunk (not the published metric's ImageNet trunk)"
 
 

@@ -1,0 +1,96 @@
+"""experiments/proxy_base at smoke: the chunked run (stopped by its budget, then continued) writes a diffusers
+folder that the `pretrained` source loads, a sidecar whose hashes are the files', and the evidence table."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+
+import pytest
+import torch
+
+from cinelora import models
+from cinelora.config import ConfigError, load_config
+from cinelora.instrument import base_model
+from cinelora.instrument.loop import Deadline
+from cinelora.rundir import ResultsExistError, RunDir, use_results_root
+from cinelora.runner import CHUNKS, run_experiment
+
+from conftest import ROOT
+
+CONFIG = ROOT / "experiments" / "proxy_base" / "config.yaml"
+WAN_LATENTS_MEAN_0 = -0.7571  # diffusers' AutoencoderKLWan default (Wan2.1's own statistics)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    use_results_root(tmp_path_factory.mktemp("results"))
+    cfg = load_config(CONFIG, "smoke")
+    run_experiment(cfg, str(CONFIG), False, budget_minutes=1e-9)  # the budget passes before the first step
+    run = RunDir.of(cfg)
+    assert not run.finished and not (run.out / base_model.MODEL_DIR).exists()
+    run_experiment(cfg, str(CONFIG), False)  # the same command continues and finishes
+    yield cfg, RunDir.of(cfg)
+    use_results_root("results")
+
+
+def test_the_folder_loads_through_the_pretrained_source(finished):
+    cfg, run = finished
+    c = models.build_components(base_model.pretrained_config(cfg, run), seed=cfg.seed)
+    assert isinstance(c.transformer, models.WanTransformer3DModel)
+    stats = c.vae.config.latents_mean
+    assert len(stats) == 16 and stats[0] != WAN_LATENTS_MEAN_0  # the corpus's own latent statistics
+    assert c.vae.dtype == torch.float32  # stored fp16, run fp32 as the pipeline runs the VAE
+    assert c.scheduler.config.flow_shift == cfg.model.flow_shift
+    logs = [json.loads(line) for line in (run.out / "transformer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "val" in r] == [0, 2, 3]
+
+
+def test_the_sidecar_hashes_every_weight_file(finished):
+    _, run = finished
+    folder = run.out / base_model.MODEL_DIR
+    sidecar = base_model.load_weights_sidecar(run)
+    on_disk = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.safetensors"))
+    assert sorted(sidecar["files"]) == on_disk and len(on_disk) == 4
+    for name, entry in sidecar["files"].items():
+        assert entry["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    assert sidecar["trained"]["vae"]["steps"] == 3 and sidecar["trained"]["transformer"]["steps"] == 3
+
+
+def test_evidence_rows_and_chunks(finished):
+    cfg, run = finished
+    rows = list(csv.DictReader(open(run.out / "evidence.csv")))
+    summary = base_model.summarize([{**r, "value": float(r["value"])} for r in rows])
+    assert set(summary) == {"ground_truth", "vae_reconstruction", "generated", "repeat_first_frame", "random_init"}
+    assert summary["ground_truth"]["frame0_mse"] == 0 and summary["repeat_first_frame"]["motion"] == 0
+    assert summary["ground_truth"]["motion"] > 0
+    assert len([r for r in rows if r["model"] == "generated" and r["metric"] == "mse"]) == cfg.evidence.clips
+    assert (run.out / "evidence.png").is_file() and "| generated |" in (run.out / "evidence.md").read_text()
+    assert [c["finished"] for c in run.read_json(CHUNKS)["chunks"]] == [False, True]
+    with pytest.raises(ResultsExistError):
+        run_experiment(cfg, str(CONFIG), False)
+
+
+def test_full_profile_is_refused():
+    with pytest.raises(ConfigError, match="profile.*published weights"):
+        load_config(CONFIG, "full")
+
+
+def test_committed_proxy_weights_stay_within_the_clone_budget():
+    """Issue 15: all proxy weights together <= 40 MB in git, each file <= 16 MiB (the device returns no more)."""
+    files = sorted((ROOT / "results").glob("proxy_*/proxy/**/*.safetensors"))
+    assert files  # the proxy weights are committed (the evaluators; the base model once it is trained)
+    sizes = {str(f.relative_to(ROOT)): f.stat().st_size for f in files}
+    assert all(size <= 16 * 2**20 for size in sizes.values()), sizes
+    assert sum(sizes.values()) <= 40_000_000, sizes
+
+
+
+def test_missing_evaluators_are_said_before_any_training(tmp_path):
+    cfg = load_config(CONFIG, "smoke")
+    cfg = dataclasses.replace(cfg, evidence=dataclasses.replace(
+        cfg.evidence, i3d_weights=str(tmp_path / "i3d.safetensors"), lpips_heads=str(tmp_path / "heads.safetensors")))
+    with pytest.raises(base_model.MissingEvaluatorsError, match="i3d_weights.*lpips_heads.*proxy_evaluators"):
+        base_model.run_base_model(cfg, RunDir(tmp_path / "out", tmp_path / "state"), Deadline(None))
+    assert not (tmp_path / "out").exists()  # nothing was rendered or trained
