@@ -133,6 +133,7 @@ class EvalConfig:
     guidance_scale: float = 5.0
     lpips_net: str = "alex"  # alex | vgg | squeeze
     lpips_backbone: str = "torchvision"  # torchvision (hub cache files) | random (seeded; smoke only) | a trunk file
+    lpips_heads: str = ""  # LPIPS heads (safetensors) for `lpips` rows; "" = the package's v0.1 (ImageNet-trunk) heads
     rlpips_heads: str = ""  # R-LPIPS heads (safetensors) for `rlpips` rows; "" = no R-LPIPS rows
     clip_model: str = "weights/clip-vit-base-patch32"  # local CLIPModel folder | random (seeded tiny; smoke)
     i3d_weights: str = "weights/i3d_pretrained_400.pt"  # pytorch-i3d state dict | random (seeded; smoke)
@@ -380,14 +381,14 @@ INSTRUMENT_KINDS = ("base_model", "evaluators")
 
 
 PROFILE_KEYS = (
-    "model.source", "model.path", "model.architecture", "model.weight_dtype",
+    "model.source", "model.path", "model.architecture", "model.weight_dtype", "model.flow_shift",
     "data.train", "data.val", "data.height", "data.width", "data.num_frames",
     "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.style_steps",
     *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
     "eval.domains", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "eval.lpips_backbone",
-    "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
+    "eval.lpips_heads", "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
     "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
     "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",

@@ -47,7 +47,7 @@ def build_evaluators(cfg: ExperimentConfig, device: str) -> Evaluators:
     clip_model, clip_processor = clip_sim.random_clip(cfg.seed) if e.clip_model == "random" \
         else clip_sim.load_clip(e.clip_model)
     return Evaluators(
-        lpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed).to(device),
+        lpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed, heads=e.lpips_heads).to(device),
         rlpips=build_lpips(e.lpips_net, e.lpips_backbone, cfg.seed, heads=e.rlpips_heads).to(device)
         if e.rlpips_heads else None,
         clip=(clip_model.to(device), clip_processor),

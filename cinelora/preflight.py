@@ -40,6 +40,7 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
                  for key, path in trunk_files.items() if is_trunk_file(path) and not Path(path).is_file()]
     heads = {"perceptual.heads": cfg.perceptual.heads} if uses_distance else {}
     if evaluate:
+        heads["eval.lpips_heads"] = cfg.eval.lpips_heads
         heads["eval.rlpips_heads"] = cfg.eval.rlpips_heads
     problems += [f"{key}: {path} is missing (run experiments/rlpips_metric for this profile first)"
                  for key, path in heads.items() if path and not Path(path).is_file()]

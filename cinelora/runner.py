@@ -110,7 +110,8 @@ def _evaluate(cfg: ExperimentConfig, run: RunDir, phases: _Phases, generate_only
         return
     run.write_metrics(rows)
     extra = {"train": run.read_json("train_summary.json")} if (run.out / "train_summary.json").is_file() else {}
-    extra["evaluators"] = {"lpips_backbone": cfg.eval.lpips_backbone, "rlpips_heads": cfg.eval.rlpips_heads,
+    extra["evaluators"] = {"lpips_backbone": cfg.eval.lpips_backbone, "lpips_heads": cfg.eval.lpips_heads,
+                           "rlpips_heads": cfg.eval.rlpips_heads,
                            "clip_model": cfg.eval.clip_model, "i3d_weights": cfg.eval.i3d_weights,
                            "fvd": {"i3d_release": cfg.eval.i3d_release if cfg.eval.i3d_weights != "random" else
                                    "none (seeded random I3D)", "covariance": cfg.eval.fvd_covariance,

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from cinelora import evaluate as ev
@@ -123,3 +124,16 @@ def test_a_rerun_beside_the_committed_results_is_compared_with_them(tmp_path, mo
     assert "1 of 1 values differ (largest |difference| 0.250000)" in capsys.readouterr().out
     assert (tmp_path / "results" / "base" / "smoke" / "metrics.csv").read_bytes() == committed
     assert (tmp_path / "rerun" / "base" / "smoke" / "provenance.json").is_file()
+
+
+def test_lpips_rows_score_with_the_heads_the_config_names(cfg):
+    """eval.lpips_heads: a trained heads file (the proxy trunk needs its own heads), or "" for the shipped ones."""
+    from cinelora.metrics.lpips_distance import read_heads
+
+    heads = ROOT / "results" / "rlpips_metric" / "smoke" / "heads_lpips.safetensors"
+    named = ev.build_evaluators(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, lpips_heads=str(heads))),
+                                "cpu").lpips.state_dict()
+    shipped = ev.build_evaluators(cfg, "cpu").lpips.state_dict()
+    stored = read_heads("alex", heads)
+    assert stored and all(torch.equal(named[k], v.float()) for k, v in stored.items())
+    assert any(not torch.equal(shipped[k], v.float()) for k, v in stored.items())
