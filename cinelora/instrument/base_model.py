@@ -183,8 +183,9 @@ def encode_corpus(c: models.WanComponents, frames: torch.Tensor, captions: list[
     text = torch.cat(parts["text"])
     length = int((text.abs().sum(-1) > 0).any(0).nonzero().max()) + 1  # the longest caption's tokens
     empty = conditioning.encode_prompts(c.tokenizer, c.text_encoder, [""])
+    # float32 like the trained transformer's weights (bf16 autocast runs the matmuls on a GPU)
     return _Encoded(torch.cat(parts["latents"]).float(), torch.cat(parts["condition"]).float(),
-                    torch.cat(parts["image"]), text[:, :length].clone(), empty[:, :length].clone())
+                    torch.cat(parts["image"]).float(), text[:, :length].float(), empty[:, :length].float())
 
 
 def _inputs(e: _Encoded, idx: torch.Tensor, drop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
