@@ -393,6 +393,7 @@ PROFILE_KEYS = (
     "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
     "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",
     "rlpips.batch_size", "rlpips.attack_steps", "rlpips.eval_pgd_steps",
+    "rlpips.attack_eps_255", "rlpips.attack_step_255",  # the radius the trunk tolerates: rlpips_eps_search
     "corpus.train_clips", "corpus.val_clips", "corpus.height", "corpus.width", "corpus.num_frames",
     *(f"{phase}.{key}" for phase in ("vae", "transformer") for key in (
         "steps", "batch_size", "warmup_steps", "val_every", "checkpoint_every", "log_every")),

@@ -32,6 +32,7 @@ from cinelora import seeding
 from cinelora.adversarial import pgd_attack, pixel_eps_to_unit_range
 from cinelora.config import MetricExperimentConfig, RLPIPSConfig
 from cinelora.data.bapps import TwoAFCDataset
+from cinelora.instrument.loop import training_device
 from cinelora.metrics.two_afc import two_afc_agreement
 from cinelora.metrics.lpips_distance import TRUNK_FILES, build_lpips, is_trunk_file, new_lpips, save_heads
 from cinelora.data.two_afc_world import write_two_afc_world
@@ -244,10 +245,6 @@ def trunk_source(cfg: RLPIPSConfig) -> str:
     return f"seeded random {cfg.net} trunk (not the published metric's ImageNet trunk)"
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def prepare_data(cfg: MetricExperimentConfig, progress: bool = True) -> None:
     """Write the procedural 2AFC set under `rlpips.bapps_root` when `rlpips.procedural` (kept if current)."""
     r = cfg.rlpips
@@ -268,7 +265,7 @@ def train_metric_heads(cfg: MetricExperimentConfig, key: str, path: Path, log: C
     """Train the `key` heads ("lpips": natural, "rlpips": adversarial) of `cfg` on its 2AFC train sets, save
     them to `path` (safetensors + JSON sidecar), and return their training summary; `log` gets one record per
     epoch."""
-    r, device = cfg.rlpips, _device()
+    r, device = cfg.rlpips, training_device()
     data = TwoAFCDataset(r.bapps_root, r.train_sets, "train", r.patch_size)
     adversarial = ADVERSARIAL[key]
     start = time.perf_counter()
@@ -285,7 +282,7 @@ def train_metric_heads(cfg: MetricExperimentConfig, key: str, path: Path, log: C
 def evaluate_metric_heads(cfg: MetricExperimentConfig, heads: dict[str, Path], progress: bool = True) -> list[dict]:
     """Tidy rows (results.METRIC_COLUMNS) for the saved heads {key: file} on every val set: `2afc_<key>` per
     condition, `dist_shift_<key>` and `rel_dist_shift_<key>` per attacked condition; domain = set, clip = "all"."""
-    r, device = cfg.rlpips, _device()
+    r, device = cfg.rlpips, training_device()
     rows = []
     for key, path in heads.items():
         model = build_lpips(r.net, r.backbone, cfg.seed, heads=path).to(device)
@@ -293,11 +290,15 @@ def evaluate_metric_heads(cfg: MetricExperimentConfig, heads: dict[str, Path], p
             data = TwoAFCDataset(r.bapps_root, [name], "val", r.patch_size)
             scores = evaluate_heads(model, data, eps_255=r.eval_eps_255, pgd_steps=r.eval_pgd_steps,
                                     batch_size=r.batch_size, device=device, progress=progress)
-            for condition, values in scores.items():
-                rows += [{"experiment": cfg.name, "profile": cfg.profile, "seed": cfg.seed, "domain": name,
-                          "clip": "all", "condition": condition, "metric": f"{metric}_{key}", "value": value}
-                         for metric, value in values.items()]
+            rows += score_rows(cfg, key, name, scores)
     return rows
+
+
+def score_rows(cfg: MetricExperimentConfig, key: str, val_set: str, scores: dict[str, dict[str, float]]) -> list[dict]:
+    """`evaluate_heads`' scores of the `key` heads on one val set as tidy rows (results.METRIC_COLUMNS)."""
+    return [{"experiment": cfg.name, "profile": cfg.profile, "seed": cfg.seed, "domain": val_set, "clip": "all",
+             "condition": condition, "metric": f"{metric}_{key}", "value": value}
+            for condition, values in scores.items() for metric, value in values.items()]
 
 
 def metric_provenance(cfg: MetricExperimentConfig) -> dict:
@@ -317,6 +318,6 @@ def metric_provenance(cfg: MetricExperimentConfig) -> dict:
 __all__ = [
     "lpips_features", "lpips_from_features", "triplet_distances", "ranking_loss", "ranking_margin",
     "attack_triplets", "lr_factor", "clamp_heads", "train_heads", "condition_name", "evaluate_heads", "data_source",
-    "trunk_source", "prepare_data", "train_metric_heads", "evaluate_metric_heads", "metric_provenance", "HEADS",
+    "trunk_source", "prepare_data", "train_metric_heads", "evaluate_metric_heads", "score_rows", "metric_provenance", "HEADS",
     "ADVERSARIAL", "TRAIN_SUMMARY",
 ]
