@@ -59,14 +59,14 @@ def search_one(cfg: MetricExperimentConfig, eps_255: float, out: Path, progress:
         scores = rlpips.evaluate_heads(model, val, eps_255=r.eval_eps_255, pgd_steps=r.eval_pgd_steps,
                                        batch_size=r.batch_size, device=device, progress=progress)
         rows += rlpips.score_rows(cfg, "rlpips", name, scores)
-    stem = out / f"eps{eps_255:g}"
+    csv, log = (out / f"eps{eps_255:g}{suffix}" for suffix in (".csv", ".json"))
     out.mkdir(parents=True, exist_ok=True)
     record = collect_provenance(cfg, phase_seconds={"train": trained - start, "evaluate": time.perf_counter() - trained},
                                 extra={"train_eps_255": eps_255, "train_attack": rlpips.metric_provenance(cfg)["train_attack"],
                                        "trunk": rlpips.trunk_source(r), "data": rlpips.data_source(cfg)})
-    atomic_write_text(stem.with_suffix(".json"), json.dumps({"epochs": epochs, "provenance": record}, indent=1) + "\n")
-    write_metrics(rows, stem.with_suffix(".csv"))  # last: its presence marks this ε done
-    return stem.with_suffix(".csv")
+    atomic_write_text(log, json.dumps({"epochs": epochs, "provenance": record}, indent=1) + "\n")
+    write_metrics(rows, csv)  # last: its presence marks this ε done
+    return csv
 
 
 def summary_table(out: Path) -> str:
@@ -77,7 +77,7 @@ def summary_table(out: Path) -> str:
         eps = float(csv.stem[3:])
         table = read_metrics([csv])
         table = table[table.metric == "2afc_rlpips"].groupby("condition").value.mean()
-        epochs = json.loads(csv.with_suffix(".json").read_text())["epochs"]
+        epochs = json.loads((out / f"{csv.stem}.json").read_text())["epochs"]
         frames.append({"train ε (/255)": eps, **table.to_dict(), "final train loss": epochs[-1]["loss"]})
     if not frames:
         raise FileNotFoundError(f"{out}: no eps*.csv yet (run the search first)")
