@@ -255,8 +255,11 @@ class PhaseConfig:
 
 @dataclass
 class VAEPhaseConfig(PhaseConfig):
-    """The VAE: L1 reconstruction + kl_weight·KL; the first crop_steps steps on random crops (cheaper)."""
+    """The VAE: L1 reconstruction + kl_weight·KL + perceptual_weight·LPIPS (the evidence's trunk and heads, per
+    frame: L1 alone blurs small objects away, as Wan's own VAE recipe knows); the first crop_steps steps on random
+    crops (cheaper)."""
     kl_weight: float = 1e-6
+    perceptual_weight: float = 0.0
     crop_steps: int = 0
     crop_size: int = 32  # crop side (pixels) of the crop steps
     crop_frames: int = 9  # frames of the crop steps (4k+1)
@@ -383,12 +386,13 @@ INSTRUMENT_KINDS = ("base_model", "evaluators")
 PROFILE_KEYS = (
     "model.source", "model.path", "model.architecture", "model.weight_dtype", "model.flow_shift",
     "data.train", "data.val", "data.height", "data.width", "data.num_frames",
-    "world.enabled", "world.root", "world.splits", "world.height", "world.width", "world.num_frames",
+    "world.enabled", "world.root", "world.domains", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.style_steps",
     *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
     "eval.domains", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "eval.lpips_backbone",
-    "eval.lpips_heads", "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.attack_steps",
+    "eval.lpips_heads", "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.i3d_release",
+    "eval.attack_steps",
     "perceptual.backbone", "perceptual.heads", "perceptual.frames",
     "rlpips.backbone", "rlpips.bapps_root", "rlpips.procedural", "rlpips.procedural_triplets",
     "rlpips.train_sets", "rlpips.val_sets", "rlpips.patch_size", "rlpips.epochs", "rlpips.decay_epochs",
@@ -571,7 +575,8 @@ def _check_base_model(cfg: BaseModelConfig, source: str) -> None:
     _check_choices(cfg, {"model.architecture": ("proxy", "smoke"), "model.weight_dtype": ("bf16", "fp32")},
                    positive, source)
     _check_numbers(cfg, source, ("seed", "corpus.seed", "vae.warmup_steps", "transformer.warmup_steps",
-                                 "vae.weight_decay", "transformer.weight_decay", "vae.kl_weight", "vae.crop_steps",
+                                 "vae.weight_decay", "transformer.weight_decay", "vae.kl_weight", "vae.perceptual_weight",
+                                 "vae.crop_steps",
                                  "evidence.strips"), ("vae.lr", "transformer.lr"))
     unknown = [d for d in cfg.corpus.domains if d not in WORLD_DOMAINS]
     if unknown or not cfg.corpus.domains:
@@ -584,6 +589,10 @@ def _check_base_model(cfg: BaseModelConfig, source: str) -> None:
                               f"a multiple of 16 in [16, {min(c.height, c.width)}] (the corpus frame)")
         if (cfg.vae.crop_frames - 1) % 4 or not 1 <= cfg.vae.crop_frames <= c.num_frames:
             raise ConfigError(source, "vae.crop_frames", cfg.vae.crop_frames, f"4k+1 frames, at most {c.num_frames}")
+    smallest = min(cfg.vae.crop_size if cfg.vae.crop_steps else c.height, c.height, c.width)
+    if cfg.vae.perceptual_weight and smallest < 32:
+        raise ConfigError(source, "vae.perceptual_weight", cfg.vae.perceptual_weight,
+                          f"0 for frames under 32 px (LPIPS's AlexNet needs 32; the VAE trains on {smallest})")
     if not 0 <= cfg.transformer.caption_dropout < 1:
         raise ConfigError(source, "transformer.caption_dropout", cfg.transformer.caption_dropout, "a value in [0, 1)")
     if cfg.evidence.i3d_release not in ("videogpt", "pytorch-i3d"):

@@ -54,14 +54,14 @@ PROFILE_TEXT = {
         generator="Proxy: a small Wan pre-trained by this project on its procedural world and scored by evaluators "
                   "trained there; proxy-scale numbers, not Wan2.1-14B ones.",
         metric="Proxy: procedural 2AFC patches cut from this project's world, judgments derived from distortion "
-               "severity, and a seeded random AlexNet trunk; proxy numbers, not BAPPS ones.",
+               "severity, and an AlexNet trunk this project trained on world frames; proxy numbers, not BAPPS ones.",
         title="proxy: small Wan on the procedural world, not Wan2.1-14B",
-        metric_title="proxy: procedural 2AFC, random trunk",
+        metric_title="proxy: procedural 2AFC, project-trained trunk",
         scale="proxy",
         scale_title="proxy: the small Wan of the proxy profile",
         architecture="proxy",
-        metric_brief="Proxy: procedural 2AFC patches with judgments derived from distortion severity and a random "
-                     "AlexNet trunk; not BAPPS numbers."),
+        metric_brief="Proxy: procedural 2AFC patches with judgments derived from distortion severity and an AlexNet "
+                     "trunk trained on world frames; not BAPPS numbers."),
     "smoke": ProfileText(
         generator="Smoke: random-weight tiny models; a pipeline check only, not evidence.",
         metric="Smoke: a tiny procedural 2AFC set, a few training steps and a random trunk; a pipeline check only, "

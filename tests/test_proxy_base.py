@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from cinelora import models
 from cinelora.config import ConfigError, load_config
@@ -70,6 +71,27 @@ def test_evidence_rows_and_chunks(finished):
     assert [c["finished"] for c in run.read_json(CHUNKS)["chunks"]] == [False, True]
     with pytest.raises(ResultsExistError):
         run_experiment(cfg, str(CONFIG), False)
+
+
+def test_the_vae_trains_with_the_perceptual_term(finished):
+    cfg, run = finished
+    assert cfg.vae.perceptual_weight > 0  # the experiment's weight, kept at smoke
+    steps = [json.loads(line) for line in (run.out / "vae_log.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "loss" in r]
+    assert steps and all(r["lpips"] > 0 for r in steps)
+    assert all(r["loss"] > r["l1"] + cfg.vae.perceptual_weight * r["lpips"] - 1e-6 for r in steps)
+
+
+def test_perceptual_term_on_frames_alexnet_cannot_take_is_refused(tmp_path):
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["vae"].update(crop_steps=10, crop_size=16)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="vae.perceptual_weight.*32 px"):
+        load_config(config, "proxy")
+    raw["vae"]["perceptual_weight"] = 0.0
+    config.write_text(yaml.safe_dump(raw))
+    assert load_config(config, "proxy").vae.crop_size == 16
 
 
 def test_full_profile_is_refused():

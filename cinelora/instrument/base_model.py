@@ -91,6 +91,7 @@ def _batch_indices(seed: int, step: int, n: int, size: int) -> torch.Tensor:
 
 def _vae_step(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
     phase, device = cfg.vae, data.train.device
+    perceptual = _evidence_lpips(cfg, device) if phase.perceptual_weight else None
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         g = seeding.generator(cfg.seed, "data_order", step)
@@ -108,7 +109,12 @@ def _vae_step(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
         l1 = (recon.float() - video).abs().mean()
         mean, var, logvar = posterior.mean.float(), posterior.var.float(), posterior.logvar.float()
         kl = 0.5 * (mean.pow(2) + var - 1.0 - logvar).flatten(1).sum(1).mean()  # per clip, summed over latents
-        return l1 + phase.kl_weight * kl, {"l1": l1.item(), "kl_per_latent": kl.item() / mean[0].numel()}
+        loss, terms = l1 + phase.kl_weight * kl, {"l1": l1.item(), "kl_per_latent": kl.item() / mean[0].numel()}
+        if perceptual is not None:
+            distance = perceptual(recon.float().transpose(1, 2).flatten(0, 1),  # frames [B·T, 3, H, W]
+                                  video.transpose(1, 2).flatten(0, 1)).mean()
+            loss, terms["lpips"] = loss + phase.perceptual_weight * distance, distance.item()
+        return loss, terms
 
     return step_loss
 
@@ -307,11 +313,16 @@ def _per_clip(video: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.T
             "motion": ((video[:, :, 1:] - video[:, :, :-1]).abs() / 2).flatten(1).mean(1)}
 
 
+def _evidence_lpips(cfg: BaseModelConfig, device: torch.device):
+    """The frozen LPIPS the evidence reports (evidence.lpips_backbone, evidence.lpips_heads)."""
+    return build_lpips("alex", cfg.evidence.lpips_backbone, cfg.seed, heads=cfg.evidence.lpips_heads).to(device)
+
+
 def _evaluator_rows(cfg: BaseModelConfig, reference: torch.Tensor, clips: dict[str, torch.Tensor]) -> list[dict]:
     """LPIPS to the ground truth (frames 1..) per clip, and FVD per model: the first half of the clips against the
     real second half, so that every model and the real-vs-real noise floor ("ground_truth") share one N."""
     e, device = cfg.evidence, reference.device
-    distance = build_lpips("alex", e.lpips_backbone, cfg.seed, heads=e.lpips_heads).to(device)
+    distance = _evidence_lpips(cfg, device)
     features = i3d.random_i3d(cfg.seed) if e.i3d_weights == "random" else i3d.load_i3d(e.i3d_weights, e.i3d_release)
     features = features.to(device)
     half = reference.shape[0] // 2
