@@ -34,6 +34,8 @@ EXAMPLES = {
               "  python -m cinelora report performance  # docs/performance.md from results/bench/",
     "rlpips-train": "example (procedural 2AFC → LPIPS and R-LPIPS heads in results/rlpips_metric/smoke):\n"
                     "  python -m cinelora rlpips-train --config experiments/rlpips_metric/config.yaml --profile smoke",
+    "lora": "example (the Wan-layout file ComfyUI loads, beside a LoRA folder's diffusers-format file):\n"
+            "  python -m cinelora lora convert results/lora_r8/smoke/lora",
     "rlpips-eval": "example (2AFC clean/FGSM/PGD of both saved heads → metrics.csv):\n"
                    "  python -m cinelora rlpips-eval --config experiments/rlpips_metric/config.yaml --profile smoke",
 }
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "command continues")
     _experiment_args(add("rlpips-train", "train LPIPS (natural) and R-LPIPS (adversarial) heads on 2AFC data"))
     _experiment_args(add("rlpips-eval", "2AFC robustness of both saved heads (clean, FGSM, PGD) → metrics.csv"))
+    p = add("lora", "write a LoRA in the original Wan key layout (ComfyUI, Wan's code) → lora_wan.safetensors")
+    p.add_argument("action", choices=("convert",))
+    p.add_argument("source", help="a LoRA folder (holding pytorch_lora_weights.safetensors) or a diffusers-format file")
+    p.add_argument("--out", help="output file (default: lora_wan.safetensors beside the source file)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p = add("report", "turn results/ into paper tables and figures (and docs/performance.md)")
     p.add_argument("what", choices=REPORTS)
     p.add_argument("--out", help="output file (default: " + ", ".join(sorted({d for *_, d in REPORTS.values()})) + ")")
@@ -176,6 +183,14 @@ def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "report":  # reads results/ only: `make table2` must not wait for the model stack
         _report(args.what, args.out)
+        return
+    if args.command == "lora":
+        from cinelora.lora_wan_layout import LoraLayoutError, export_wan_layout
+
+        try:
+            print(f"wrote {export_wan_layout(args.source, args.out, args.force)}")
+        except (LoraLayoutError, FileNotFoundError, FileExistsError) as err:
+            raise SystemExit(str(err)) from None
         return
     cfg = _load(args)  # before anything heavy is imported: `--dry-run` and config errors answer at once
     from cinelora.data.videos import VideoDataError

@@ -2,7 +2,8 @@
 
 A LoRA folder holds `pytorch_lora_weights.safetensors` as `WanImageToVideoPipeline.save_lora_weights` writes it
 (keys `transformer.blocks.<i>.<module>.lora_{A,B}.weight`, float32) with the peft adapter config in the file's
-metadata, plus `lora.json` (rank, alpha, targets, parameter count). The metadata matters: without it diffusers
+metadata, the same LoRA in the original Wan layout that ComfyUI loads (`lora_wan.safetensors`,
+cinelora.lora_wan_layout), plus `lora.json` (rank, alpha, targets, parameter count). The metadata matters: without it diffusers
 rebuilds the adapter with alpha = rank, silently (half strength at r=8, alpha=16).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch.distributed.tensor import DTensor
 
 from cinelora.config import LoraConfig
 from cinelora.atomic import atomic_directory
+from cinelora.lora_wan_layout import export_wan_layout
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 SIDECAR = "lora.json"
@@ -135,6 +137,7 @@ def save_lora(transformer: torch.nn.Module, folder: str | Path, cfg: LoraConfig,
         WanImageToVideoPipeline.save_lora_weights(tmp, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
                                                   transformer_lora_adapter_metadata=metadata,
                                                   safe_serialization=True)
+        export_wan_layout(tmp / LORA_WEIGHTS)
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return Path(folder)
 

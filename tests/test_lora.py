@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from cinelora import lora, models
 from cinelora.config import CROSS_ATTENTION_TARGETS, LoraConfig, ModelConfig
+from cinelora.lora_wan_layout import WAN_LAYOUT_WEIGHTS
 
 R8_A16 = LoraConfig(rank=8, alpha=16.0, dropout=0.0, targets=list(CROSS_ATTENTION_TARGETS))
 
@@ -101,7 +102,7 @@ def test_save_lora_replaces_the_folder_atomically(tmp_path):
     folder.mkdir()
     (folder / "stale.txt").write_text("old run")
     lora.save_lora(c.transformer, folder, R8_A16)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([lora.LORA_WEIGHTS, lora.SIDECAR])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([lora.LORA_WEIGHTS, WAN_LAYOUT_WEIGHTS, lora.SIDECAR])
     assert [p.name for p in tmp_path.iterdir()] == ["lora"]  # no temporary folders left behind
     with pytest.raises(ValueError, match="r=8, alpha=16.0"):
         lora.save_lora(c.transformer, folder, LoraConfig(rank=8, alpha=8.0))
