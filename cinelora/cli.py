@@ -22,6 +22,8 @@ EXAMPLES = {
              "  accelerate launch --config_file configs/accelerate/2gpu_ddp.yaml -m cinelora train "
              "--config experiments/lora_r8/config.yaml --profile full --context-parallel 2",
     "generate": "example:\n  python -m cinelora generate --config experiments/lora_r8/config.yaml --profile smoke",
+    "cache": "example (encode the training clips once; every experiment on the same clips and encoders reuses them):\n"
+             "  python -m cinelora cache --config experiments/lora_r8/config.yaml --profile smoke",
     "evaluate": "example:\n  python -m cinelora evaluate --config experiments/base/config.yaml --profile smoke",
     "run": "examples (world → train → evaluate → provenance):\n"
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile smoke\n"
@@ -55,7 +57,7 @@ REPORTS = {
     "performance": ("performance", "main", "docs/performance.md"),
 }
 # which commands take which kind of experiment config
-KINDS = {"data": "generator", "train": "generator", "generate": "generator", "evaluate": "generator",
+KINDS = {"data": "generator", "cache": "generator", "train": "generator", "generate": "generator", "evaluate": "generator",
          "rlpips-train": "metric", "rlpips-eval": "metric"}
 
 
@@ -69,6 +71,8 @@ def _dispatch(args: argparse.Namespace, cfg) -> None:
         summary = runner.train_generator(cfg, source, force, args.context_parallel)
         if summary is not None:
             print(json.dumps(summary))
+    elif args.command == "cache":
+        print(json.dumps(runner.cache_training_clips(cfg)))
     elif args.command == "generate":
         runner.generate(cfg, source)
     elif args.command == "evaluate":
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-parallel", type=int, default=1, metavar="C",
                    help="split each clip's video tokens over groups of C processes (diffusers' Ulysses attention; "
                         "C divides the processes, the heads and the tokens; GPUs only); default 1: none")
+    _experiment_args(add("cache", "encode the training clips (VAE latents, T5 and CLIP embeddings) into runs/cache"))
     _experiment_args(add("generate", "generate (and cache) clips for every evaluation domain"))
     _experiment_args(add("evaluate", "score generated clips against ground truth → metrics.csv"))
     p = add("run", "the whole experiment: world → train → evaluate → provenance")

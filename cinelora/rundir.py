@@ -210,6 +210,11 @@ def locked(cfg: Config) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def cache_root() -> Path:
+    """Where encoded training clips are kept for every run (cinelora.latent_cache): `cache/` of the runs' root."""
+    return _roots[1] / "cache"
+
+
 def use_results_root(root: str | Path) -> None:
     """Send this process's runs to `root`/<experiment>/<profile> instead of results/ (their heavy state to
     `root`/.runs): a rerun beside the committed results, which it never touches."""
@@ -244,4 +249,4 @@ def claim(cfg: Config, force: bool) -> RunDir:
 
 
 __all__ = ["RunDir", "ResultsExistError", "ConfigChangedError", "RunLockedError", "claim", "check_same_config",
-           "locked", "use_results_root", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]
+           "locked", "use_results_root", "cache_root", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]

@@ -201,6 +201,15 @@ def train_generator(cfg: ExperimentConfig, source: str, force: bool, context_par
     return summary if state.is_main_process else None
 
 
+def cache_training_clips(cfg: ExperimentConfig) -> dict:
+    """`cinelora cache`: the training clips' encodings into the disk store every run of these clips reads."""
+    from cinelora.latent_cache import cache_dataset
+    from cinelora.rundir import cache_root
+
+    prepare_world(cfg)
+    return cache_dataset(cfg, cache_root())
+
+
 @_one_at_a_time
 def generate(cfg: ExperimentConfig, source: str) -> None:
     """`cinelora generate`: generate (and cache) every evaluation clip, nothing scored."""

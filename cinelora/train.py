@@ -31,7 +31,8 @@ from cinelora.speed.context_parallel import Layout
 from cinelora.speed.context_parallel import enable as enable_context_parallel
 from cinelora.data.videos import VideoClipDataset
 from cinelora.objective import PerceptualDistance, TrainingObjective
-from cinelora.rundir import ConfigChangedError, RunDir
+from cinelora.latent_cache import EncodingCache, LatentStore, dataset_keys
+from cinelora.rundir import ConfigChangedError, RunDir, cache_root
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
@@ -87,32 +88,6 @@ def _collate(items: list[dict]) -> dict:
         "caption": [it["caption"] for it in items],
         "index": [it["index"] for it in items],
     }
-
-
-class EncodingCache:
-    """The frozen encoders' outputs of each training clip (VAE latents, I2V condition, text and image embeddings),
-    computed the first time the clip is drawn and kept on the device, so later steps only read them (the cache
-    every Wan trainer keeps). A clip is encoded alone: its encoding never depends on the batch it came in, and at
-    batch 1 it is exactly what encoding the batch gave. Pixels (for the attack and the perceptual term) still come
-    from the batch."""
-
-    KEYS = ("latents", "condition", "text", "image")
-
-    def __init__(self, c: models.WanComponents, device: torch.device, dtype: torch.dtype):
-        self.c, self.device, self.dtype = c, device, dtype
-        self.store: dict[int, dict[str, torch.Tensor]] = {}
-
-    def inputs(self, batch: dict) -> dict:
-        """`objective.encode_batch`'s output for this batch, encodings from the cache."""
-        for j, index in enumerate(batch["index"]):
-            if index not in self.store:
-                one = {"video": batch["video"][j:j + 1], "condition": batch["condition"][j:j + 1],
-                       "caption": batch["caption"][j:j + 1]}
-                encoded = objective.encode_batch(self.c, one, self.device, self.dtype)
-                self.store[index] = {k: encoded[k] for k in self.KEYS}
-        return {"video": batch["video"].to(self.device, self.c.vae.dtype),
-                "first": batch["condition"].to(self.device, self.c.vae.dtype),
-                **{k: torch.cat([self.store[i][k] for i in batch["index"]]) for k in self.KEYS}}
 
 
 def _collate_black_condition(items: list[dict]) -> dict:
@@ -183,12 +158,16 @@ def train(cfg: ExperimentConfig, run: RunDir, *, progress: bool = True, context_
     `context_parallel`: ranks per context-parallel group (`cinelora.speed.context_parallel`; 1 = none)."""
     if cfg.train.stage == "single":
         return train_stage(cfg, run, progress=progress, context_parallel=context_parallel)
-    style = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
-                                train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
     style_run = run.stage("style")
-    train_stage(style, style_run, adapter="style", progress=progress, context_parallel=context_parallel)
+    train_stage(style_config(cfg), style_run, adapter="style", progress=progress, context_parallel=context_parallel)
     return train_stage(cfg, run, adapter="motion", frozen={"style": style_run.lora}, progress=progress,
                        context_parallel=context_parallel)
+
+
+def style_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The style stage of a two-stage config: single frames, train.style_steps steps."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
+                               train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
 
 
 def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
@@ -250,7 +229,8 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                                tc.steps * tc.grad_accum, layout.data_rank, layout.data_world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers))
 
-    cache = EncodingCache(c, device, dtype)
+    cache = EncodingCache(c, device, dtype, LatentStore(cache_root()),
+                          dataset_keys(train_set, cfg, "black" if adapter == "style" else "first"))
     bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {cfg.name}/{cfg.profile}", unit="step",
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     step_t, logged_step = time.perf_counter(), state.step
