@@ -255,8 +255,10 @@ def _metric_heads(cfg: MetricExperimentConfig, run: RunDir) -> None:
     for key, adversarial in rlpips.ADVERSARIAL.items():
         if (run.out / rlpips.HEADS[key]).is_file() and key in summary:
             continue  # trained before this run was interrupted: kept
-        run.keep_log(lambda record: record.get("heads") != key)
-        summary[key] = rlpips.train_metric_heads(cfg, key, run.out / rlpips.HEADS[key], run.append_log)
+        checkpoints = run.state / f"heads_{key}_checkpoints"
+        done = rlpips.checkpoint_epoch(checkpoints)  # a killed run goes on from its last whole epoch
+        run.keep_log(lambda record: record.get("heads") != key or record["epoch"] <= done)
+        summary[key] = rlpips.train_metric_heads(cfg, key, run.out / rlpips.HEADS[key], run.append_log, checkpoints)
         run.write_json(rlpips.TRAIN_SUMMARY, summary)
 
 

@@ -16,8 +16,8 @@ from cinelora.data.bapps import TwoAFCDataset
 from cinelora.metrics.lpips_distance import MissingWeightsError, build_lpips, new_lpips, save_heads
 from cinelora.data.two_afc_world import write_two_afc_world
 from cinelora.results import ATTACK_CONDITION
-from cinelora.metrics.rlpips import (attack_triplets, condition_name, evaluate_heads, lpips_features, lpips_from_features,
-                             lr_factor, ranking_loss, train_heads)
+from cinelora.metrics.rlpips import (attack_triplets, checkpoint_epoch, condition_name, evaluate_heads,
+                                     lpips_features, lpips_from_features, lr_factor, ranking_loss, train_heads)
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -90,6 +90,29 @@ def test_natural_and_adversarial_runs_differ_only_in_the_attack(tiny_set):
         assert torch.equal(value, heads_of(zero_attack)[key])
         assert (value >= 0).all()  # clamped after every step
     assert any(not torch.equal(v, heads_of(attacked)[k]) for k, v in heads_of(natural).items())
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_same_heads(tiny_set, tmp_path):
+    cfg = tiny_config(epochs=2, decay_epochs=1)
+    whole, _ = train_heads(cfg, tiny_set, adversarial=True, seed=0, device=CPU, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_epoch_2(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_heads(cfg, tiny_set, adversarial=True, seed=0, device=CPU, progress=False, log=killed_after_epoch_2,
+                    checkpoints=tmp_path)
+    assert checkpoint_epoch(tmp_path) == 2 and len(list(tmp_path.glob("epoch_*.pt"))) == 1  # the last one kept
+    records: list[dict] = []
+    resumed, _ = train_heads(cfg, tiny_set, adversarial=True, seed=0, device=CPU, progress=False, log=records.append,
+                             checkpoints=tmp_path)
+    assert [r["epoch"] for r in records] == [3]
+    for key, value in heads_of(whole).items():
+        assert torch.equal(value, heads_of(resumed)[key])  # dropout stream and Adam state came back too
 
 
 def test_training_attack_goes_through_the_trained_ranking_head(tiny_set):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cinelora import seeding
+from cinelora.atomic import atomic_path
 from cinelora.adversarial import pgd_attack, pixel_eps_to_unit_range
 from cinelora.config import MetricExperimentConfig, RLPIPSConfig
 from cinelora.data.bapps import TwoAFCDataset
@@ -121,15 +122,49 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+def checkpoint_epoch(checkpoints: Path | None) -> int:
+    """Epochs done by the last complete checkpoint in `checkpoints` (0 when there is none)."""
+    done = sorted(checkpoints.glob("epoch_*.pt")) if checkpoints is not None and checkpoints.is_dir() else []
+    return int(done[-1].stem.split("_")[1]) if done else 0
+
+
+def _save_epoch(checkpoints: Path, epoch: int, model: lpips.LPIPS, rank: lpips.BCERankingLoss,
+                optimizer: torch.optim.Optimizer) -> None:
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "rank": rank.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    with atomic_path(checkpoints / f"epoch_{epoch:04d}.pt") as tmp:
+        torch.save(state, tmp)
+    for old in sorted(checkpoints.glob("epoch_*.pt"))[:-1]:
+        old.unlink()
+
+
+def _resume(checkpoints: Path, model: lpips.LPIPS, rank: lpips.BCERankingLoss,
+            optimizer: torch.optim.Optimizer) -> int:
+    epoch = checkpoint_epoch(checkpoints)
+    if epoch:
+        state = torch.load(checkpoints / f"epoch_{epoch:04d}.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        rank.load_state_dict(state["rank"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return epoch
+
+
 def train_heads(cfg: RLPIPSConfig, data: TwoAFCDataset, *, adversarial: bool, seed: int, device: torch.device,
-                workers: int = 0, progress: bool = True,
-                log: Callable[[dict], None] | None = None) -> tuple[lpips.LPIPS, lpips.BCERankingLoss]:
+                workers: int = 0, progress: bool = True, log: Callable[[dict], None] | None = None,
+                checkpoints: Path | None = None) -> tuple[lpips.LPIPS, lpips.BCERankingLoss]:
     """Train LPIPS heads (mode "lin"; "tune" also the trunk) and the ranking head on `data`.
 
     adversarial=False: LPIPS's natural training. adversarial=True: R-LPIPS, each batch's `cfg.attack_target`
     replaced by a PGD adversary (`cfg.attack_norm`, radius `cfg.attack_eps_255`, `cfg.attack_steps` steps of
     `cfg.attack_step_255`, no random start) against the current ranking loss, with the metric in eval mode
-    (no dropout: the attack sees the metric that is deployed). `log` receives one record per epoch.
+    (no dropout: the attack sees the metric that is deployed). `log` receives one record per epoch, after the
+    epoch's checkpoint in `checkpoints` (when given) is written: a killed run resumes from its last whole epoch
+    and ends with the heads an uninterrupted run gives.
     """
     seeding.seed_everything(seed)  # the dropout stream: the same for natural and adversarial runs
     model = new_lpips(cfg.net, cfg.backbone, seed, tune=cfg.mode == "tune").to(device)
@@ -138,13 +173,14 @@ def train_heads(cfg: RLPIPSConfig, data: TwoAFCDataset, *, adversarial: bool, se
         rank = lpips.BCERankingLoss().to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(rank.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    start = _resume(checkpoints, model, rank, optimizer) if checkpoints is not None else 0
     eps, step = pixel_eps_to_unit_range(cfg.attack_eps_255), pixel_eps_to_unit_range(cfg.attack_step_255)
     total_epochs = cfg.epochs + cfg.decay_epochs
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     name = "R-LPIPS" if adversarial else "LPIPS"
-    with tqdm(total=total_epochs * steps_per_epoch, desc=f"train {name} heads", unit="step",
-              disable=not progress) as bar:
-        for epoch in range(total_epochs):
+    with tqdm(total=total_epochs * steps_per_epoch, initial=start * steps_per_epoch, desc=f"train {name} heads",
+              unit="step", disable=not progress) as bar:
+        for epoch in range(start, total_epochs):
             lr = cfg.lr * lr_factor(epoch, cfg.epochs, cfg.decay_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -174,6 +210,8 @@ def train_heads(cfg: RLPIPSConfig, data: TwoAFCDataset, *, adversarial: bool, se
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             record = {"heads": "rlpips" if adversarial else "lpips", "epoch": epoch + 1, "lr": lr,
                       "loss": sum(losses) / len(losses), "train_2afc": float(torch.cat(agreements).mean())}
+            if checkpoints is not None:
+                _save_epoch(checkpoints, epoch + 1, model, rank, optimizer)
             if log is not None:
                 log(record)
     optimizer.zero_grad(set_to_none=True)  # hand back modules without stale gradients
@@ -261,16 +299,17 @@ def _attack_record(r: RLPIPSConfig) -> dict:
 
 
 def train_metric_heads(cfg: MetricExperimentConfig, key: str, path: Path, log: Callable[[dict], None],
-                       progress: bool = True) -> dict:
+                       checkpoints: Path | None = None, progress: bool = True) -> dict:
     """Train the `key` heads ("lpips": natural, "rlpips": adversarial) of `cfg` on its 2AFC train sets, save
     them to `path` (safetensors + JSON sidecar), and return their training summary; `log` gets one record per
-    epoch."""
+    epoch; `checkpoints`: the folder of per-epoch checkpoints a killed run resumes from."""
     r, device = cfg.rlpips, training_device()
     data = TwoAFCDataset(r.bapps_root, r.train_sets, "train", r.patch_size)
     adversarial = ADVERSARIAL[key]
     start = time.perf_counter()
     model, _ = train_heads(r, data, adversarial=adversarial, seed=cfg.seed, device=device,
-                           workers=4 if device.type == "cuda" else 0, progress=progress, log=log)
+                           workers=4 if device.type == "cuda" else 0, progress=progress, log=log,
+                           checkpoints=checkpoints)
     save_heads(model, path, mode=r.mode, training="adversarial" if adversarial else "natural",
                data=data_source(cfg), backbone=trunk_source(r), attack=_attack_record(r) if adversarial else None)
     return {"heads": path.name, "training": "adversarial" if adversarial else "natural",
@@ -317,7 +356,7 @@ def metric_provenance(cfg: MetricExperimentConfig) -> dict:
 
 __all__ = [
     "lpips_features", "lpips_from_features", "triplet_distances", "ranking_loss", "ranking_margin",
-    "attack_triplets", "lr_factor", "clamp_heads", "train_heads", "condition_name", "evaluate_heads", "data_source",
+    "attack_triplets", "lr_factor", "clamp_heads", "train_heads", "checkpoint_epoch", "condition_name", "evaluate_heads", "data_source",
     "trunk_source", "prepare_data", "train_metric_heads", "evaluate_metric_heads", "score_rows", "metric_provenance", "HEADS",
     "ADVERSARIAL", "TRAIN_SUMMARY",
 ]
