@@ -52,7 +52,7 @@ NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow proxy-base proxy-evaluators smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance paper check clean-runs
+.PHONY: help setup test test-slow proxy-base proxy-evaluators smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -104,6 +104,9 @@ figures: $(FIGURES)  ## paper/figures/*.pdf (+ PNG copies): frame strips, traini
 numbers: $(NUMBERS)  ## paper/generated/numbers.tex: every number quoted in the prose, as a macro
 provenance: $(PROVENANCE)  ## paper/generated/provenance.tsv: each number's results file, git sha, config hash
 reports: $(TABLES) $(FIGURES) $(NUMBERS) $(PROVENANCE)  ## every generated paper input (what `make check` compares)
+gallery: $(STAMP)  ## gallery/index.html and one page per profile: frame strips and metrics of every run, from results/
+	$(PY) -m cinelora report gallery --out gallery/index.html
+
 performance: $(PERFORMANCE)  ## docs/performance.md: what each speed lever measured, why the hardware presets hold their values
 
 $(PAPER)/tables/table1.tex: $(METRICS) $(R)/table1.py $(LIB) | $(STAMP)

@@ -55,6 +55,7 @@ REPORTS = {
     "numbers": ("numbers", "main", "paper/generated/numbers.tex"),
     "provenance": ("provenance_list", "main", "paper/generated/provenance.tsv"),
     "performance": ("performance", "main", "docs/performance.md"),
+    "gallery": ("gallery", "main", "gallery/index.html"),
 }
 # which commands take which kind of experiment config
 KINDS = {"data": "generator", "cache": "generator", "train": "generator", "generate": "generator", "evaluate": "generator",
