@@ -430,7 +430,7 @@ def test_makefile_report_rules_match_the_code():
 def test_cli_report_dispatches_every_output(tmp_path, monkeypatch):
     for module, function, default in cli.REPORTS.values():
         assert callable(getattr(importlib.import_module(f"cinelora.report.{module}"), function))
-        assert default.startswith(("paper/", "docs/"))
+        assert default.startswith(("paper/", "docs/", "gallery/"))
     monkeypatch.setattr(rundir, "RESULTS_ROOT", RESULTS)
     cli.main(["report", "table3", "--out", str(tmp_path / "table3.tex")])
     assert (tmp_path / "table3.tex").read_bytes() == SNAPSHOTS["table3"].read_bytes()
