@@ -22,7 +22,10 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
     if train and cfg.speed.attention_backend == FA4 and not fa4.installed():
         problems.append(f"speed.attention_backend: fa4 needs the flash-attn-4 package ({fa4.PACKAGE_HINT})")
     model_path = Path(cfg.model.path)
-    if cfg.model.source == "pretrained" and model_path.is_dir():
+    if cfg.model.source == "pretrained" and not model_path.is_dir():
+        problems.append(f"model.path: {model_path} is not a folder (a diffusers-format Wan2.1 I2V folder; at proxy "
+                        "the project's base model: make proxy-base)")
+    elif cfg.model.source == "pretrained":
         problems += [f"model.path: {m}" for m in models.missing_model_files(model_path)]
     data = {"data.train": cfg.data.train, "data.val": cfg.data.val} if train else {}
     if evaluate:

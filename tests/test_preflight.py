@@ -1,0 +1,33 @@
+"""Preflight: what a generator run would read is checked before any work, the base model folder first."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cinelora import cli
+from cinelora.config import load_config
+from cinelora.preflight import missing_inputs
+
+from conftest import ROOT
+
+CONFIG = ROOT / "experiments" / "lora_r8" / "config.yaml"
+
+
+def test_a_missing_pretrained_folder_is_named_before_any_work(tmp_path, monkeypatch):
+    cfg = load_config(CONFIG, "proxy")
+    assert cfg.model.source == "pretrained"  # the proxy profile loads the project's base model
+    absent = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(tmp_path / "no_model")))
+    assert [p for p in missing_inputs(absent, train=True, evaluate=True) if p.startswith("model.path")] == [
+        f"model.path: {tmp_path / 'no_model'} is not a folder (a diffusers-format Wan2.1 I2V folder; at proxy the "
+        "project's base model: make proxy-base)"]
+    (tmp_path / "empty_model").mkdir()
+    empty = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(tmp_path / "empty_model")))
+    assert any(p.startswith("model.path: ") and "no_model" not in p for p in missing_inputs(empty, train=True,
+                                                                                             evaluate=False))
+    if (ROOT / cfg.model.path).is_dir():
+        pytest.skip("the proxy base model is trained: the CLI would start")
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="cannot start; missing inputs:\n  - model.path: results/proxy_base"):
+        cli.main(["run", "--config", str(CONFIG), "--profile", "proxy", "--results-root", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()  # nothing was claimed, rendered or trained
