@@ -34,7 +34,6 @@ from cinelora.objective import PerceptualDistance, TrainingObjective
 from cinelora.latent_cache import EncodingCache, LatentStore, dataset_keys
 from cinelora.rundir import ConfigChangedError, RunDir, cache_root
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
 # CPU when FSDP2 shards them (and sharded again on loading), so the same file serves any process count.
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -180,7 +179,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                               mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no")
     device, tc = accelerator.device, cfg.train
     layout = Layout(context_parallel, accelerator.process_index, accelerator.num_processes)
-    dtype = DTYPES[cfg.model.weight_dtype]
+    dtype = models.DTYPES[cfg.model.weight_dtype]
     seeding.seed_everything(cfg.seed)
 
     train_set = VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width, cfg.data.num_frames,

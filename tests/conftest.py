@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cinelora import models
 from cinelora.config import ExperimentConfig, ModelConfig, load_config
@@ -39,3 +40,18 @@ def tiny_world(tmp_path_factory) -> Callable[..., ExperimentConfig]:
         return dataclasses.replace(cfg, world=world, data=data, eval=evaluation)
 
     return make
+
+
+def tiny_metric_config(folder: Path, eval_eps_255: list[float]) -> Path:
+    """experiments/rlpips_metric at smoke on 10 + 6 procedural triplets of one set each, one attack step: a config
+    file in `folder` (the CLI and the radius search read files)."""
+    raw = yaml.safe_load((ROOT / "experiments" / "rlpips_metric" / "config.yaml").read_text())
+    raw["world"].update(height=64, width=64)
+    raw["profiles"] = {"smoke": {"rlpips.procedural_triplets": {"train": 10, "val": 6}, "rlpips.patch_size": 32,
+                                 "rlpips.train_sets": ["traditional"], "rlpips.val_sets": ["cnn"],
+                                 "rlpips.batch_size": 5, "rlpips.decay_epochs": 0, "rlpips.attack_steps": 1,
+                                 "rlpips.eval_pgd_steps": 1}}
+    raw["rlpips"]["eval_eps_255"] = eval_eps_255
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return config

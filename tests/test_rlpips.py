@@ -7,7 +7,6 @@ from pathlib import Path
 import lpips
 import pytest
 import torch
-import yaml
 
 from cinelora import cli
 from cinelora.adversarial import pixel_eps_to_unit_range
@@ -18,6 +17,8 @@ from cinelora.data.two_afc_world import write_two_afc_world
 from cinelora.results import ATTACK_CONDITION
 from cinelora.metrics.rlpips import (attack_triplets, checkpoint_epoch, condition_name, evaluate_heads,
                                      lpips_features, lpips_from_features, lr_factor, ranking_loss, train_heads)
+
+from conftest import tiny_metric_config
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -176,15 +177,7 @@ def test_experiment_config_states_the_r_lpips_recipe():
 
 
 def test_cli_runs_a_metric_experiment_end_to_end_and_resumes(tmp_path, monkeypatch):
-    raw = yaml.safe_load((REPO / "experiments" / "rlpips_metric" / "config.yaml").read_text())
-    raw["world"].update(height=64, width=64)
-    raw["profiles"] = {"smoke": {"rlpips.procedural_triplets": {"train": 10, "val": 6}, "rlpips.patch_size": 32,
-                                     "rlpips.train_sets": ["traditional"], "rlpips.val_sets": ["cnn"],
-                                     "rlpips.batch_size": 5, "rlpips.decay_epochs": 0, "rlpips.attack_steps": 1,
-                                     "rlpips.eval_pgd_steps": 1}}
-    raw["rlpips"]["eval_eps_255"] = [4.0]
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = tiny_metric_config(tmp_path, eval_eps_255=[4.0])
     monkeypatch.chdir(tmp_path)
     cli.main(["run", "--config", str(config), "--profile", "smoke"])
     out = tmp_path / "results" / "rlpips_metric" / "smoke"

@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cinelora.config import load_config
 from cinelora.metrics import rlpips_eps_search as search
+
+from conftest import tiny_metric_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,15 +21,7 @@ def test_proxy_trains_r_lpips_at_the_searched_radius_with_full_eps_steps():
 
 
 def test_search_writes_one_pair_per_radius_keeps_them_and_tabulates(tmp_path, monkeypatch):
-    raw = yaml.safe_load((REPO / search.CONFIG).read_text())
-    raw["world"].update(height=64, width=64)
-    raw["profiles"] = {"smoke": {"rlpips.procedural_triplets": {"train": 10, "val": 6}, "rlpips.patch_size": 32,
-                                 "rlpips.train_sets": ["traditional"], "rlpips.val_sets": ["cnn"],
-                                 "rlpips.batch_size": 5, "rlpips.decay_epochs": 0, "rlpips.attack_steps": 1,
-                                 "rlpips.eval_pgd_steps": 1}}
-    raw["rlpips"]["eval_eps_255"] = [1.0, 4.0]
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = tiny_metric_config(tmp_path, eval_eps_255=[1.0, 4.0])
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results" / search.NAME / "smoke"
     with pytest.raises(FileNotFoundError, match="no eps"):
