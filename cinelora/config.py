@@ -260,6 +260,7 @@ class VAEPhaseConfig(PhaseConfig):
     crops (cheaper)."""
     kl_weight: float = 1e-6
     perceptual_weight: float = 0.0
+    perceptual_frames: int = 0  # LPIPS on this many frames per clip, drawn afresh each step (0: every frame)
     crop_steps: int = 0
     crop_size: int = 32  # crop side (pixels) of the crop steps
     crop_frames: int = 9  # frames of the crop steps (4k+1)
@@ -576,7 +577,7 @@ def _check_base_model(cfg: BaseModelConfig, source: str) -> None:
                    positive, source)
     _check_numbers(cfg, source, ("seed", "corpus.seed", "vae.warmup_steps", "transformer.warmup_steps",
                                  "vae.weight_decay", "transformer.weight_decay", "vae.kl_weight", "vae.perceptual_weight",
-                                 "vae.crop_steps",
+                                 "vae.perceptual_frames", "vae.crop_steps",
                                  "evidence.strips"), ("vae.lr", "transformer.lr"))
     unknown = [d for d in cfg.corpus.domains if d not in WORLD_DOMAINS]
     if unknown or not cfg.corpus.domains:

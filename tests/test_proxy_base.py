@@ -82,6 +82,18 @@ def test_the_vae_trains_with_the_perceptual_term(finished):
     assert all(r["loss"] > r["l1"] + cfg.vae.perceptual_weight * r["lpips"] - 1e-6 for r in steps)
 
 
+def test_the_perceptual_term_scores_distinct_frames_of_each_clip():
+    g = torch.Generator().manual_seed(0)
+    frames = base_model._perceptual_frames(g, clips=3, frames=9, per_clip=4)
+    assert frames.shape == (3, 4) and all(len(set(row.tolist())) == 4 for row in frames)
+    assert int(frames.min()) >= 0 and int(frames.max()) < 9
+    assert not torch.equal(frames, base_model._perceptual_frames(g, 3, 9, 4))  # drawn afresh each step
+    assert base_model._perceptual_frames(g, 2, 5, 0).tolist() == [list(range(5))] * 2  # 0: every frame
+    video = torch.arange(2 * 5).float().view(2, 1, 5, 1, 1).expand(2, 3, 5, 2, 2)  # value = clip * 5 + frame
+    picked = base_model._pick_frames(video, torch.tensor([[4, 1], [0, 3]]))
+    assert picked.shape == (4, 3, 2, 2) and picked[:, 0, 0, 0].tolist() == [4, 1, 5, 8]
+
+
 def test_perceptual_term_on_frames_alexnet_cannot_take_is_refused(tmp_path):
     raw = yaml.safe_load(CONFIG.read_text())
     raw["vae"].update(crop_steps=10, crop_size=16)

@@ -111,12 +111,25 @@ def _vae_step(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
         kl = 0.5 * (mean.pow(2) + var - 1.0 - logvar).flatten(1).sum(1).mean()  # per clip, summed over latents
         loss, terms = l1 + phase.kl_weight * kl, {"l1": l1.item(), "kl_per_latent": kl.item() / mean[0].numel()}
         if perceptual is not None:
-            distance = perceptual(recon.float().transpose(1, 2).flatten(0, 1),  # frames [B·T, 3, H, W]
-                                  video.transpose(1, 2).flatten(0, 1)).mean()
+            frames = _perceptual_frames(g, video.shape[0], video.shape[2], phase.perceptual_frames).to(device)
+            distance = perceptual(_pick_frames(recon.float(), frames), _pick_frames(video, frames)).mean()
             loss, terms["lpips"] = loss + phase.perceptual_weight * distance, distance.item()
         return loss, terms
 
     return step_loss
+
+
+def _perceptual_frames(g: torch.Generator, clips: int, frames: int, per_clip: int) -> torch.Tensor:
+    """Frame indices [clips, k] the LPIPS term scores: `per_clip` distinct frames of each clip, or all of them."""
+    if not per_clip or per_clip >= frames:
+        return torch.arange(frames).expand(clips, frames)
+    return torch.rand(clips, frames, generator=g).argsort(1)[:, :per_clip]
+
+
+def _pick_frames(video: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Frames [B·k, 3, H, W] of video [B, 3, T, H, W] at indices [B, k]."""
+    clips = torch.arange(video.shape[0], device=video.device).unsqueeze(1)
+    return video.transpose(1, 2)[clips, frames].flatten(0, 1)
 
 
 def _reconstruct(vae: AutoencoderKLWan, video: torch.Tensor, batch: int = 32) -> torch.Tensor:
