@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from cinelora.data.buckets import parse_bucket
 from cinelora.speed.levers import LeverError, SpeedLevers
 
 PROFILES = ("full", "proxy", "smoke")
@@ -84,6 +85,9 @@ class DataConfig:
     num_frames: int = 81
     frame_stride: int = 1
     skip_bad_videos: bool = False  # True: skip and report corrupt/short videos instead of stopping
+    # training sizes "HxWxF" for footage of mixed shapes and lengths (cinelora/data/buckets.py); empty: every
+    # training clip at height x width x num_frames (evaluation always is)
+    buckets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +126,9 @@ class TrainConfig:
     style_steps: int = 0  # optimizer steps of the style stage (two_stage only)
     early_stop_metric: str = "val_loss"  # val_loss | perceptual (the perceptual section's D on validation clips)
     num_workers: int = 2
+    sample_clips: int = 0  # at each validation, animate this many validation first frames (training_samples.py)
+    sample_steps: int = 20  # their denoising steps
+    tensorboard: bool = True  # the log's numbers and sample strips as TensorBoard events in runs/<name>/<profile>/
 
 
 @dataclass
@@ -386,10 +393,10 @@ INSTRUMENT_KINDS = ("base_model", "evaluators")
 
 PROFILE_KEYS = (
     "model.source", "model.path", "model.architecture", "model.weight_dtype", "model.flow_shift",
-    "data.train", "data.val", "data.height", "data.width", "data.num_frames",
+    "data.train", "data.val", "data.height", "data.width", "data.num_frames", "data.buckets",
     "world.enabled", "world.root", "world.domains", "world.splits", "world.height", "world.width", "world.num_frames",
     "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
-    "train.mixed_precision", "train.num_workers", "train.style_steps",
+    "train.mixed_precision", "train.num_workers", "train.style_steps", "train.sample_clips", "train.sample_steps",
     *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
     "eval.domains", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "eval.lpips_backbone",
     "eval.lpips_heads", "eval.rlpips_heads", "eval.clip_model", "eval.i3d_weights", "eval.i3d_release",
@@ -455,13 +462,14 @@ _POSITIVE = (
     "lora.rank", "lora.alpha", "data.height", "data.width", "data.num_frames", "data.frame_stride",
     "world.height", "world.width", "world.num_frames", "world.fps", "train.steps", "train.batch_size",
     "train.grad_accum", "train.max_grad_norm", "train.val_every", "train.val_batches", "train.checkpoint_every",
-    "train.log_every", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "model.flow_shift",
+    "train.log_every", "train.sample_steps", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps",
+    "model.flow_shift",
     "eval.attack_eps_255", "eval.attack_steps",
     "perceptual.weight", "perceptual.frames", "adversarial.eps_255", "adversarial.step_255", "adversarial.steps",
 )
 _FRACTIONS = ("lora.dropout", "train.warmup_frac", "train.weight_decay", "adversarial.clean_weight")
 _NON_NEGATIVE = ("seed", "world.seed", "train.num_workers", "train.early_stop_patience", "train.early_stop_min_delta",
-                 "train.style_steps")
+                 "train.style_steps", "train.sample_clips")
 _LEARNING_RATES = ("train.lr",)  # in (0, 1]: a larger one is a typo (1e30), never a recipe
 _METRIC_LEARNING_RATES = ("rlpips.lr",)
 
@@ -684,6 +692,13 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(source, f"{section}.height/width", (h, w), "multiples of 16 (VAE 8x, patch 2x)")
         if (t - 1) % 4:
             raise ConfigError(source, f"{section}.num_frames", t, "4k+1 frames (the VAE compresses time 4x)")
+    for i, text in enumerate(cfg.data.buckets):
+        try:
+            parse_bucket(text)
+        except ValueError as err:
+            raise ConfigError(source, f"data.buckets[{i}]", text, str(err)) from None
+    if len(set(cfg.data.buckets)) != len(cfg.data.buckets):
+        raise ConfigError(source, "data.buckets", cfg.data.buckets, "each bucket once")
     if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
         raise ConfigError(source, "train.betas", cfg.train.betas, "two values in [0, 1)")
     if not cfg.lora.targets:

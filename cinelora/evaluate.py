@@ -56,7 +56,7 @@ def build_evaluators(cfg: ExperimentConfig, device: str) -> Evaluators:
     )
 
 
-def _to_uint8(clip: torch.Tensor) -> torch.Tensor:
+def to_uint8(clip: torch.Tensor) -> torch.Tensor:
     """[T, 3, H, W] in [-1, 1] → uint8 in [0, 255]."""
     return ((clip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
@@ -80,13 +80,15 @@ def cache_dir(cfg: ExperimentConfig, cache_root: Path, lora_dir: Path | None) ->
 
 
 def generate_clips(c: models.WanComponents, firsts: torch.Tensor, captions: list[str], cfg: ExperimentConfig,
-                   generators: list[torch.Generator], num_frames: int | None = None) -> torch.Tensor:
+                   generators: list[torch.Generator], num_frames: int | None = None,
+                   steps: int | None = None) -> torch.Tensor:
     """Clips [B, T, 3, H, W] in [-1, 1] from first frames [B, 3, H, W] in [-1, 1], as a user would call the
     pipeline: each frame goes in as an 8-bit image (an attacked frame is attacked as the image file it would
-    be), one generator per clip (`sampling.sample_clips`: each clip the stock pipeline's output)."""
-    images = _to_uint8(firsts).permute(0, 2, 3, 1)
+    be), one generator per clip (`sampling.sample_clips`: each clip the stock pipeline's output); `steps`
+    denoising steps (default eval.num_inference_steps)."""
+    images = to_uint8(firsts).permute(0, 2, 3, 1)
     return sampling.sample_clips(c, images, captions, num_frames or cfg.data.num_frames, generators,
-                                 cfg.eval.num_inference_steps, cfg.eval.guidance_scale)
+                                 steps or cfg.eval.num_inference_steps, cfg.eval.guidance_scale)
 
 
 def two_stage_clips(pipe, firsts: torch.Tensor, captions: list[str], cfg: ExperimentConfig,
@@ -127,10 +129,10 @@ def _clip_seed_index(domain: str, clip: str) -> int:
     return zlib.crc32(f"{domain}/{clip}".encode())
 
 
-def _save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, max_frames: int = 8) -> None:
+def save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, max_frames: int = 8) -> None:
     """A PNG with ground-truth frames on top and generated frames below (`results.sample_strip`)."""
     idx = np.linspace(0, reference.shape[0] - 1, min(max_frames, reference.shape[0])).round().astype(int)
-    rows = [torch.cat(list(_to_uint8(clip[idx])), dim=2) for clip in (reference, generated)]
+    rows = [torch.cat(list(to_uint8(clip[idx])), dim=2) for clip in (reference, generated)]
     strip = sample_strip(torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
     with atomic_path(path) as tmp:
         strip.save(tmp, format="PNG")
@@ -200,7 +202,7 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
                     else generate_clips(components, firsts, captions, cfg, generators)
                 for i, clip in zip(batch, generated):
                     with atomic_path(files[i]) as tmp:
-                        save_file({"frames": _to_uint8(clip).contiguous()}, tmp)
+                        save_file({"frames": to_uint8(clip).contiguous()}, tmp)
                 bar.update(len(batch))
             if generate_only:
                 continue
@@ -214,7 +216,7 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
                     fvd.i3d_features(ev.i3d, generated.permute(1, 0, 2, 3)[None]))
                 if samples_dir is not None and i == 0 and condition == "clean":
                     samples_dir.mkdir(parents=True, exist_ok=True)
-                    _save_strip(samples_dir / f"{domain}.png", reference, generated)
+                    save_strip(samples_dir / f"{domain}.png", reference, generated)
         if not generate_only:
             features[(domain, "real")] = [fvd.i3d_features(ev.i3d, item["video"][None]) for item in items]
     bar.close()

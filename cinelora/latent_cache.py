@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from cinelora import models, objective
 from cinelora.atomic import atomic_path
 from cinelora.config import ExperimentConfig, ModelConfig
+from cinelora.data.buckets import Bucket
+from cinelora.data.videos import VideoClipDataset, training_clips
 
 CACHE_VERSION = 1
 ENCODER_FOLDERS = ("vae", "text_encoder", "tokenizer", "image_encoder", "image_processor")
@@ -59,19 +61,20 @@ def model_fingerprint(model: ModelConfig, seed: int) -> str:
     return _sha256({str(p.relative_to(root)): file_sha256(p) for p in files})
 
 
-def clip_key(fingerprint: str, video_sha256: str, cfg: ExperimentConfig, caption: str, condition: str) -> str:
+def clip_key(fingerprint: str, video_sha256: str, cfg: ExperimentConfig, size: Bucket, caption: str,
+             condition: str) -> str:
+    """The key of one clip loaded at `size` (its bucket, or data.height x width x num_frames)."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition {condition!r}: expected one of {CONDITIONS}")
-    d = cfg.data
     return _sha256({"version": CACHE_VERSION, "encoders": fingerprint, "video": video_sha256, "caption": caption,
-                    "height": d.height, "width": d.width, "num_frames": d.num_frames, "frame_stride": d.frame_stride,
-                    "condition": condition, "dtype": cfg.model.weight_dtype})
+                    "height": size.height, "width": size.width, "num_frames": size.num_frames,
+                    "frame_stride": cfg.data.frame_stride, "condition": condition, "dtype": cfg.model.weight_dtype})
 
 
-def dataset_keys(dataset, cfg: ExperimentConfig, condition: str) -> dict[int, str]:
-    """The cache key of every clip of a VideoClipDataset, by index."""
+def dataset_keys(dataset: VideoClipDataset, cfg: ExperimentConfig, condition: str) -> dict[int, str]:
+    """The cache key of every clip of a dataset, by index."""
     fingerprint = model_fingerprint(cfg.model, cfg.seed)
-    return {i: clip_key(fingerprint, file_sha256(r.path), cfg, r.caption, condition)
+    return {i: clip_key(fingerprint, file_sha256(r.path), cfg, dataset.size_of(i), r.caption, condition)
             for i, r in enumerate(dataset.records)}
 
 
@@ -151,7 +154,6 @@ class EncodingCache:
 def cache_dataset(cfg: ExperimentConfig, root: Path, progress: bool = True) -> dict:
     """Fill the disk store with every training clip of `cfg` (and of its style stage, single frames with a black
     condition, when train.stage is two_stage); returns counts and the seconds per encoded clip."""
-    from cinelora.data.videos import VideoClipDataset
     from cinelora.train import style_config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,8 +163,7 @@ def cache_dataset(cfg: ExperimentConfig, root: Path, progress: bool = True) -> d
     stages = [(cfg, "first")] + ([(style_config(cfg), "black")] if cfg.train.stage == "two_stage" else [])
     summary = {"clips": 0, "encoded": 0, "reused": 0}
     for stage, condition in stages:
-        d = stage.data
-        dataset = VideoClipDataset(d.train, d.height, d.width, d.num_frames, d.frame_stride, skip_bad=d.skip_bad_videos)
+        dataset = training_clips(stage.data, stage.data.train)
         cache = EncodingCache(c, device, models.DTYPES[stage.model.weight_dtype], LatentStore(root),
                               dataset_keys(dataset, stage, condition))
         for i in tqdm(range(len(dataset)), desc=f"cache {stage.data.train} ({condition} frame)", unit="clip",

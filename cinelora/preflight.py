@@ -1,8 +1,9 @@
 """Before any work starts: every file a generator experiment will read (model folder, data, evaluator
-weights, metric heads) and the optional package its config asks for (flash-attn-4) is checked, and all
-that is missing is reported at once, so a long run never dies at its evaluation for want of a file."""
+weights, metric heads) and the optional packages its config asks for (flash-attn-4, tensorboard) are checked,
+and all that is missing is reported at once, so a long run never dies at its evaluation for want of a file."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from cinelora import models
@@ -21,6 +22,9 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
     problems = []
     if train and cfg.speed.attention_backend == FA4 and not fa4.installed():
         problems.append(f"speed.attention_backend: fa4 needs the flash-attn-4 package ({fa4.PACKAGE_HINT})")
+    if train and cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        problems.append("train.tensorboard: true needs the tensorboard package (pip install -r requirements.txt), "
+                        "or set it to false")
     model_path = Path(cfg.model.path)
     if cfg.model.source == "pretrained" and not model_path.is_dir():
         problems.append(f"model.path: {model_path} is not a folder (a diffusers-format Wan2.1 I2V folder; at proxy "
@@ -56,17 +60,24 @@ def missing_inputs(cfg: ExperimentConfig, *, train: bool, evaluate: bool) -> lis
 
 def describe_datasets(cfg: ExperimentConfig) -> list[str]:
     """One line per dataset the config names (training, validation, each evaluation domain): its clip count,
-    after probing every video (a corrupt one raises VideoDataError unless data.skip_bad_videos)."""
-    from cinelora.data.videos import VideoClipDataset
+    after probing every video (a corrupt one raises VideoDataError unless data.skip_bad_videos); with
+    data.buckets, the training and validation sets' bucket tables."""
+    from cinelora.data.videos import VideoClipDataset, training_clips
 
-    sources = {"train": cfg.data.train, "val": cfg.data.val, **{f"eval:{d}": s for d, s in cfg.eval.domains.items()}}
+    d = cfg.data
+    sets = {"train": d.train, "val": d.val, **{f"eval:{name}": s for name, s in cfg.eval.domains.items()}}
     lines = []
-    for name, source in sources.items():
-        if source:
-            ds = VideoClipDataset(source, cfg.data.height, cfg.data.width, cfg.data.num_frames, cfg.data.frame_stride,
-                                  skip_bad=cfg.data.skip_bad_videos)
-            skipped = f", {len(ds.skipped)} skipped" if ds.skipped else ""
-            lines.append(f"{name}: {len(ds)} clips from {source}{skipped}")
+    for name, source in sets.items():
+        if not source:
+            continue
+        ds = training_clips(d, source) if name in ("train", "val") else VideoClipDataset(
+            source, d.height, d.width, d.num_frames, d.frame_stride, skip_bad=d.skip_bad_videos)
+        skipped = f", {len(ds.skipped)} skipped" if ds.skipped else ""
+        lines.append(f"{name}: {len(ds)} clips from {source}{skipped}")
+        if name in ("train", "val") and d.buckets:
+            counts = [ds.bucket_of.count(k) for k in range(len(ds.buckets))]
+            lines += [f"  {'bucket (HxWxF)':<16} {'clips':>5}"] + [
+                f"  {str(b):<16} {n:>5}" for b, n in zip(ds.buckets, counts)]
     return lines
 
 

@@ -5,6 +5,7 @@ folders; the CLI parses arguments and calls these.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cinelora.atomic import atomic_write_text
+from cinelora.data.buckets import Bucket, parse_bucket
 from cinelora.config import (INSTRUMENT_KINDS, BaseModelConfig, EvaluatorsConfig, ExperimentConfig,
                              MetricExperimentConfig)
 from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, check_same_config, claim, locked
@@ -171,13 +173,15 @@ def _check_context_parallel(cfg: ExperimentConfig, degree: int, processes: int) 
     from cinelora.models import transformer_config
     from cinelora.speed.context_parallel import Layout, check_shapes
 
-    frames = [("data.num_frames", cfg.data.num_frames)]
+    d = cfg.data
+    sizes = [(f"data.buckets {b}", parse_bucket(b)) for b in d.buckets] or [
+        ("data.num_frames", Bucket(d.height, d.width, d.num_frames))]
     if cfg.train.stage == "two_stage":
-        frames.append(("the style stage", 1))
+        sizes += [(f"the style stage of {field}", dataclasses.replace(b, num_frames=1)) for field, b in sizes]
     try:
         Layout(degree, 0, processes)
-        for field, n in frames:
-            check_shapes(transformer_config(cfg.model.architecture), degree, n, cfg.data.height, cfg.data.width, field)
+        for field, b in sizes:
+            check_shapes(transformer_config(cfg.model.architecture), degree, b.num_frames, b.height, b.width, field)
     except ValueError as err:
         raise RunError(str(err)) from None
 

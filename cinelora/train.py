@@ -3,8 +3,9 @@ through accelerate (bf16 mixed precision on GPU, fp32 on CPU; DDP/FSDP2 come fro
 context parallelism over groups of those processes from `context_parallel`).
 
 Gradient accumulation, gradient checkpointing, AdamW, cosine schedule with warm-up, periodic validation with
-early stopping, resumable checkpoints, a tqdm bar and a JSONL log. Every random draw comes from
-`seeding.generator(seed, purpose, micro_step)`, so a resumed run repeats an uninterrupted one exactly.
+early stopping and samples (`training_samples`), resumable checkpoints, a tqdm bar, a JSONL log and TensorBoard
+events (`tensorboard_events`). Every random draw comes from `seeding.generator(seed, purpose, micro_step)`, so a
+resumed run repeats an uninterrupted one exactly.
 """
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
 from cinelora.config import ExperimentConfig, config_hash
 from cinelora.speed.context_parallel import Layout
 from cinelora.speed.context_parallel import enable as enable_context_parallel
-from cinelora.data.videos import VideoClipDataset
+from cinelora.data.buckets import bucket_batches, parse_bucket
+from cinelora.data.videos import training_clips
 from cinelora.objective import PerceptualDistance, TrainingObjective
 from cinelora.latent_cache import EncodingCache, LatentStore, dataset_keys
 from cinelora.rundir import ConfigChangedError, RunDir, cache_root
+from cinelora.tensorboard_events import TENSORBOARD_DIR, config_text, log_record
+from cinelora.training_samples import write_training_samples
 
 # Optimizer state as checkpoints hold it: whole tensors keyed by parameter name, gathered to the main process's
 # CPU when FSDP2 shards them (and sharded again on loading), so the same file serves any process count.
@@ -58,23 +62,35 @@ class TrainResult:
     total_parameters: int
 
 
+def epoch_batches(groups: list[list[int]], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Epoch `epoch`'s micro-batches, each from one bucket: every group (a bucket's clip indices) permuted and cut
+    into full batches (`buckets.bucket_batches`), then the batches shuffled; drawn from (seed, "data_order", epoch)."""
+    g = seeding.generator(seed, "data_order", epoch)
+    permuted = [[members[int(i)] for i in torch.randperm(len(members), generator=g)] for members in groups]
+    batches = bucket_batches(permuted, batch_size)
+    return [batches[int(i)] for i in torch.randperm(len(batches), generator=g)]
+
+
 class MicroStepSampler(Sampler[list[int]]):
-    """Clip indices for global micro-steps `start, start+1, …`: epoch e is a permutation drawn from
-    (seed, "data_order", e); process r of w takes element k·w + r of that stream."""
+    """Clip indices for global micro-steps `start, start+1, …`: the stream of `epoch_batches` over epochs 0, 1, …;
+    process r of w takes batch k·w + r of that stream."""
 
-    def __init__(self, n: int, seed: int, batch_size: int, start: int, total: int, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.batch_size = n, seed, batch_size
+    def __init__(self, groups: list[list[int]], seed: int, batch_size: int, start: int, total: int, rank: int = 0,
+                 world: int = 1):
+        self.groups, self.seed, self.batch_size = groups, seed, batch_size
         self.start, self.total, self.rank, self.world = start, total, rank, world
+        self.per_epoch = len(bucket_batches(groups, batch_size))
+        self._epoch, self._batches = -1, []
 
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, self.n)
-        perm = torch.randperm(self.n, generator=seeding.generator(self.seed, "data_order", epoch))
-        return int(perm[offset])
+    def _batch(self, position: int) -> list[int]:
+        epoch, offset = divmod(position, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, epoch_batches(self.groups, self.batch_size, self.seed, epoch)
+        return self._batches[offset]
 
     def __iter__(self) -> Iterator[list[int]]:
         for k in range(self.start, self.total):
-            first = (k * self.world + self.rank) * self.batch_size
-            yield [self._index(first + j * self.world) for j in range(self.batch_size)]
+            yield self._batch(k * self.world + self.rank)
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -164,8 +180,9 @@ def train(cfg: ExperimentConfig, run: RunDir, *, progress: bool = True, context_
 
 
 def style_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The style stage of a two-stage config: single frames, train.style_steps steps."""
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1),
+    """The style stage of a two-stage config: single frames (of each bucket's size), train.style_steps steps."""
+    sizes = dict.fromkeys(str(dataclasses.replace(parse_bucket(b), num_frames=1)) for b in cfg.data.buckets)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1, buckets=list(sizes)),
                                train=dataclasses.replace(cfg.train, steps=cfg.train.style_steps))
 
 
@@ -176,16 +193,14 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
     t0 = time.perf_counter()
     on_gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not on_gpu,  # on CPUs, several processes (torchrun) train through gloo DDP
-                              mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no")
+                              mixed_precision="bf16" if on_gpu and cfg.train.mixed_precision == "bf16" else "no",
+                              log_with="tensorboard" if cfg.train.tensorboard else None, project_dir=str(run.state))
     device, tc = accelerator.device, cfg.train
     layout = Layout(context_parallel, accelerator.process_index, accelerator.num_processes)
     dtype = models.DTYPES[cfg.model.weight_dtype]
     seeding.seed_everything(cfg.seed)
 
-    train_set = VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width, cfg.data.num_frames,
-                                 cfg.data.frame_stride, skip_bad=cfg.data.skip_bad_videos)
-    val_set = VideoClipDataset(cfg.data.val, cfg.data.height, cfg.data.width, cfg.data.num_frames,
-                               cfg.data.frame_stride, skip_bad=cfg.data.skip_bad_videos)
+    train_set, val_set = training_clips(cfg.data, cfg.data.train), training_clips(cfg.data, cfg.data.val)
     c = models.build_components(cfg.model, device=device, seed=cfg.seed)
     needs_distance = cfg.perceptual.enabled or tc.early_stop_metric == "perceptual"
     perceptual = PerceptualDistance(cfg.perceptual, cfg.seed, device) if needs_distance else None
@@ -218,13 +233,16 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
         scheduler.load_state_dict(state.scheduler)
         accelerator.print(f"resuming from {ckpt.name} (step {state.step}/{tc.steps})")
     run.keep_log(lambda record: record["step"] <= state.step)  # the records past it belong to the redone part
+    if tc.tensorboard:  # runs/<experiment>/<profile>/tensorboard; events past the checkpoint are purged, as the log's
+        accelerator.init_trackers(TENSORBOARD_DIR, init_kwargs={"tensorboard": {"purge_step": state.step + 1}})
+        accelerator.log({"config": config_text(cfg)}, step=state.step)
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if ckpt is not None:  # after prepare: FSDP2 shards the saved whole state as it sharded the LoRA
         set_optimizer_state_dict(transformer, optimizer.optimizer, opt_sd, options=FULL_STATE)
 
-    val_batches = [collate([val_set[(i * tc.batch_size + j) % len(val_set)] for j in range(tc.batch_size)])
-                   for i in range(tc.val_batches)]
-    sampler = MicroStepSampler(len(train_set), cfg.seed, tc.batch_size, state.step * tc.grad_accum,
+    fixed = bucket_batches(val_set.groups(), tc.batch_size)  # the same validation batches at every evaluation
+    val_batches = [collate([val_set[j] for j in fixed[i % len(fixed)]]) for i in range(tc.val_batches)]
+    sampler = MicroStepSampler(train_set.groups(), cfg.seed, tc.batch_size, state.step * tc.grad_accum,
                                tc.steps * tc.grad_accum, layout.data_rank, layout.data_world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers))
 
@@ -272,6 +290,10 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
             transformer.eval()
             with accelerator.autocast():
                 val = validate(transformer, c, val_batches, cfg, device, dtype, perceptual)
+                if tc.sample_clips:
+                    record["samples"] = write_training_samples(c, cfg, val_set, run, state.step,
+                                                               black_condition=adapter == "style",
+                                                               write=accelerator.is_main_process)
             # the main process's numbers everywhere: one early-stopping decision, so no process skips the gathers below
             record.update(broadcast_object_list([val])[0])
             if early_stop_update(state, record[signal], state.step, tc.early_stop_patience, tc.early_stop_min_delta):
@@ -286,6 +308,8 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                             **({"val": f"{record[signal]:.4f}"} if signal in record else {}))
             if accelerator.is_main_process:
                 run.append_log(record)
+            if tc.tensorboard:
+                log_record(accelerator, run, record)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps or state.stopped_early:
             state.scheduler = scheduler.state_dict()
             current = lora.lora_state_dict(accelerator.unwrap_model(transformer))  # every process: FSDP2 gathers
@@ -294,6 +318,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
                 save_checkpoint(run.checkpoints, state, current, opt_sd, best_lora)
             accelerator.wait_for_everyone()
     bar.close()
+    accelerator.end_training()
 
     final = accelerator.unwrap_model(transformer)
     # the best validated LoRA, as early stopping promises

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from cinelora.data.buckets import Bucket
 from cinelora.data.videos import (VideoClipDataset, VideoDataError, decode_frames, probe_video, read_clip_records,
                                   resize_and_crop, write_video)
 from cinelora.data.world import render_clip
@@ -117,7 +118,7 @@ def test_a_folder_manifest_takes_precedence_over_sidecars(bank, tmp_path):
 
 
 def test_probing_a_corrupt_video_prints_nothing_of_decords_own(bank, tmp_path, capfd):
-    error = probe_video(bank / "corrupt.mp4", 5, 1)
+    error = probe_video(bank / "corrupt.mp4", (Bucket(32, 32, 5),), 1)
     assert error is not None and "corrupt.mp4: cannot be decoded" in str(error)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""  # no C++ "ERROR opening" line, no ffmpeg "moov atom" line

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from cinelora import latent_cache, objective
+from cinelora.data.buckets import Bucket
 from cinelora.data.videos import VideoClipDataset
 from cinelora.latent_cache import EncodingCache, LatentStore, cache_dataset, clip_key, model_fingerprint
 
@@ -61,12 +62,15 @@ def test_the_disk_store_serves_a_new_run_and_replaces_a_corrupt_entry(smoke_comp
 
 def test_the_key_changes_with_everything_the_encoding_depends_on(tiny_world):
     cfg = tiny_world("lora_r8", ["cinematic"], {"train": 1, "val": 1})
-    base = dict(fingerprint="f" * 64, video_sha256="v" * 64, cfg=cfg, caption="a caption", condition="first")
+    size = Bucket(cfg.data.height, cfg.data.width, cfg.data.num_frames)
+    base = dict(fingerprint="f" * 64, video_sha256="v" * 64, cfg=cfg, size=size, caption="a caption",
+                condition="first")
     key = clip_key(**base)
     assert clip_key(**base) == key
     changes = [{"fingerprint": "g" * 64}, {"video_sha256": "w" * 64}, {"caption": "another"}, {"condition": "black"},
-               {"cfg": dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=16))},
-               {"cfg": dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=1))},
+               {"size": dataclasses.replace(size, height=16)}, {"size": dataclasses.replace(size, width=16)},
+               {"size": dataclasses.replace(size, num_frames=1)},
+               {"cfg": dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, frame_stride=2))},
                {"cfg": dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weight_dtype="bf16"))}]
     assert len({clip_key(**{**base, **change}) for change in changes} | {key}) == len(changes) + 1
 

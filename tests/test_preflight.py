@@ -31,3 +31,17 @@ def test_a_missing_pretrained_folder_is_named_before_any_work(tmp_path, monkeypa
     with pytest.raises(SystemExit, match="cannot start; missing inputs:\n  - model.path: results/proxy_base"):
         cli.main(["run", "--config", str(CONFIG), "--profile", "proxy", "--results-root", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()  # nothing was claimed, rendered or trained
+
+
+def test_tensorboard_without_its_package_is_named_unless_turned_off(monkeypatch):
+    import importlib.util
+
+    cfg = load_config(CONFIG, "smoke")
+    assert cfg.train.tensorboard
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    assert [p for p in missing_inputs(cfg, train=True, evaluate=False) if p.startswith("train.tensorboard")] == [
+        "train.tensorboard: true needs the tensorboard package (pip install -r requirements.txt), or set it to false"]
+    off = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tensorboard=False))
+    assert not [p for p in missing_inputs(off, train=True, evaluate=False) if p.startswith("train.tensorboard")]
+    assert not [p for p in missing_inputs(cfg, train=False, evaluate=True) if p.startswith("train.tensorboard")]

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from cinelora import flow_matching, lora, models, objective, train
 from cinelora.checkpoint import latest_checkpoint, load_checkpoint
+from cinelora.data.videos import VideoClipDataset
 from cinelora.rundir import ConfigChangedError, RunDir
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_one_step_changes_only_lora_weights(cfg):
     c = models.build_components(cfg.model, seed=cfg.seed)
     lora.attach_lora(c.transformer, cfg.lora)
     before = {k: v.clone() for k, v in c.transformer.state_dict().items()}
-    batch = train._collate([train.VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
+    batch = train._collate([VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
                                                    cfg.data.num_frames)[0]])
     inputs = objective.encode_batch(c, batch, torch.device("cpu"), torch.float32)
     sigmas, noise = objective.draw_noise(0, "noise", 0, inputs["latents"], cfg.model.flow_shift)
@@ -146,7 +147,7 @@ def test_early_stopping_keeps_the_best_lora(cfg, tmp_path):
 def _components_and_inputs(cfg):
     c = models.build_components(cfg.model, seed=cfg.seed)
     lora.attach_lora(c.transformer, cfg.lora)
-    batch = train._collate([train.VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
+    batch = train._collate([VideoClipDataset(cfg.data.train, cfg.data.height, cfg.data.width,
                                                    cfg.data.num_frames)[0]])
     inputs = objective.encode_batch(c, batch, torch.device("cpu"), torch.float32)
     sigmas, noise = objective.draw_noise(0, "noise", 0, inputs["latents"], cfg.model.flow_shift)

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import decord
 import imageio.v2 as imageio
@@ -31,6 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cinelora.atomic import atomic_path
+from cinelora.data.buckets import Bucket, choose_bucket, parse_bucket
+
+if TYPE_CHECKING:
+    from cinelora.config import DataConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
@@ -168,25 +173,28 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def probe_video(path: Path, num_frames: int, frame_stride: int) -> VideoDataError | None:
-    """None if the clip's frames can be decoded, else the error that says why not.
+def probe_video(path: Path, buckets: tuple[Bucket, ...], frame_stride: int) -> int | VideoDataError:
+    """The index of the clip's bucket (`buckets.choose_bucket`), or the error that says why it has none.
 
     Decoding the last needed frame (not only reading the header) catches truncated files whose
     container still reports the full length.
     """
-    needed = frames_needed(num_frames, frame_stride)
     try:
         with _native_stderr_silenced():  # decord's C++ logger prints the error the exception carries too
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
             length = len(reader)
-            if length >= needed:
-                reader[needed - 1]
+            height, width = reader[0].shape[:2] if length else (1, 1)
+            bucket = choose_bucket(buckets, height, width, (length - 1) // frame_stride + 1 if length else 0)
+            if bucket is not None:
+                reader[frames_needed(buckets[bucket].num_frames, frame_stride) - 1]
     except (RuntimeError, decord.DECORDError) as err:
         return VideoDataError(path, f"cannot be decoded ({_first_line(err)})", "a readable video file")
-    if length < needed:
-        return VideoDataError(path, f"has {length} frames",
-                              f"at least {needed} (num_frames={num_frames}, frame_stride={frame_stride})")
-    return None
+    if bucket is None:
+        shortest = min(buckets, key=lambda b: b.num_frames)
+        which = f"num_frames={shortest.num_frames}" if len(buckets) == 1 else f"the shortest bucket {shortest}"
+        needed = frames_needed(shortest.num_frames, frame_stride)
+        return VideoDataError(path, f"has {length} frames", f"at least {needed} ({which}, frame_stride={frame_stride})")
+    return bucket
 
 
 def _first_line(err: Exception) -> str:
@@ -219,51 +227,69 @@ def resize_and_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tens
 class VideoClipDataset(Dataset):
     """Captioned clips for I2V training and evaluation.
 
-    Item: `video` float32 [3, T, H, W] in [-1, 1] (the first `num_frames` frames, `frame_stride` apart);
-    `condition` float32 [3, H, W] in [-1, 1], the first frame (the I2V conditioning image); `caption`;
-    `path` (str); `index`. Every video is probed on construction: a corrupt, unreadable or too-short one
-    raises VideoDataError, or with `skip_bad` is left out and listed in `self.skipped` as (path, reason).
+    Item: `video` float32 [3, T, H, W] in [-1, 1] (the first T frames, `frame_stride` apart); `condition` float32
+    [3, H, W] in [-1, 1], the first frame (the I2V conditioning image); `caption`; `path` (str); `index`. T, H, W
+    are height × width × num_frames, or with `buckets` those of the clip's bucket (`cinelora.data.buckets`).
+    Every video is probed on construction: a corrupt, unreadable or too-short one raises VideoDataError, or with
+    `skip_bad` is left out and listed in `self.skipped` as (path, reason).
     """
 
     def __init__(self, source: str | Path, height: int, width: int, num_frames: int, frame_stride: int = 1,
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, buckets: tuple[Bucket, ...] = ()):
         for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
                             ("frame_stride", frame_stride)):
             if value < 1:
                 raise ValueError(f"VideoClipDataset: {name}={value}, expected a value >= 1")
-        self.source = Path(source)
-        self.height, self.width, self.num_frames, self.frame_stride = height, width, num_frames, frame_stride
+        self.source, self.frame_stride = Path(source), frame_stride
+        self.buckets = tuple(buckets) or (Bucket(height, width, num_frames),)
         self.records: list[ClipRecord] = []
+        self.bucket_of: list[int] = []  # per record, its index in self.buckets
         self.skipped: list[tuple[Path, str]] = []
         for record in read_clip_records(source):
-            error = probe_video(record.path, num_frames, frame_stride)
-            if error is None:
+            found = probe_video(record.path, self.buckets, frame_stride)
+            if isinstance(found, int):
                 self.records.append(record)
+                self.bucket_of.append(found)
             elif skip_bad:
-                self.skipped.append((record.path, error.reason))
+                self.skipped.append((record.path, found.reason))
             else:
-                raise VideoDataError(error.path, error.problem,
-                                     f"{error.expected} (or skip_bad_videos: true to skip such files)")
+                raise VideoDataError(found.path, found.problem,
+                                     f"{found.expected} (or skip_bad_videos: true to skip such files)")
         if self.skipped:
             listing = "; ".join(f"{path.name}: {reason}" for path, reason in self.skipped)
             logger.warning("%s: skipped %d of %d videos: %s", self.source, len(self.skipped),
                            len(self.skipped) + len(self.records), listing)
         if not self.records:
+            shortest = min(b.num_frames for b in self.buckets)
             raise VideoDataError(self.source, f"no usable videos ({len(self.skipped)} skipped)",
-                                 f"at least one readable video of >= {frames_needed(num_frames, frame_stride)} "
-                                 "frames")
+                                 f"at least one readable video of >= {frames_needed(shortest, frame_stride)} frames")
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def size_of(self, index: int) -> Bucket:
+        """The height × width × frames clip `index` is loaded at."""
+        return self.buckets[self.bucket_of[index]]
+
+    def groups(self) -> list[list[int]]:
+        """Clip indices per bucket, in bucket order (buckets without clips left out)."""
+        groups = [[i for i, b in enumerate(self.bucket_of) if b == k] for k in range(len(self.buckets))]
+        return [g for g in groups if g]
+
     def __getitem__(self, index: int) -> dict:
-        record = self.records[index]
-        frames = decode_frames(record.path, self.num_frames, self.frame_stride)
+        record, size = self.records[index], self.size_of(index)
+        frames = decode_frames(record.path, size.num_frames, self.frame_stride)
         frames = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W] in [0, 255]
-        frames = resize_and_crop(frames, self.height, self.width)
+        frames = resize_and_crop(frames, size.height, size.width)
         video = (frames / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3).contiguous()
         return {"video": video, "condition": video[:, 0].clone(), "caption": record.caption,
                 "path": str(record.path), "index": index}
+
+
+def training_clips(data: DataConfig, source: str | Path) -> VideoClipDataset:
+    """A training or validation set as a config names it: `data.*` sizes, or `data.buckets`."""
+    return VideoClipDataset(source, data.height, data.width, data.num_frames, data.frame_stride,
+                            skip_bad=data.skip_bad_videos, buckets=tuple(parse_bucket(b) for b in data.buckets))
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
@@ -287,5 +313,5 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
 
 __all__ = [
     "VIDEO_SUFFIXES", "MANIFEST_NAMES", "VideoDataError", "ClipRecord", "read_clip_records", "frames_needed",
-    "probe_video", "decode_frames", "resize_and_crop", "VideoClipDataset", "write_video",
+    "probe_video", "decode_frames", "resize_and_crop", "VideoClipDataset", "training_clips", "write_video",
 ]

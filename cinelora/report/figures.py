@@ -130,7 +130,7 @@ def _series(log: list[dict], field: str) -> tuple[list[int], list[float]]:
 def make_training_curves(runs: dict[str, TrainingRun], profile: str) -> plt.Figure:
     """Three panels: training flow-matching loss, validation flow-matching loss, validation perceptual distance.
     A star marks the validation step whose LoRA was kept (best early-stopping signal); a cross, where early
-    stopping ended the run."""
+    stopping ended the run; a hollow square on the validation loss, a step that wrote sample strips."""
     panels = (("train", "training flow-matching loss"), ("val_loss", "validation flow-matching loss"),
               ("val_perceptual", "validation perceptual distance"))
     with plt.rc_context(STYLE):
@@ -146,6 +146,11 @@ def make_training_curves(runs: dict[str, TrainingRun], profile: str) -> plt.Figu
                 label = f"{experiment} (perceptual: {PERCEPTUAL_LABELS.get(run.perceptual, run.perceptual)})"
                 ax.plot(steps, values, color=colour, linewidth=1, marker="." if len(steps) < 30 else None,
                         markersize=3, label=label)
+                sampled = [r["step"] for r in run.log if r.get("samples") and r.get(field) is not None]
+                if field == "val_loss" and sampled:
+                    at = dict(zip(steps, values))
+                    ax.plot(sampled, [at[s] for s in sampled], marker="s", markersize=4, fillstyle="none",
+                            color=colour, linestyle="none")
                 if field == run.signal:
                     best = dict(zip(steps, values)).get(run.best_step)
                     if best is not None:
@@ -159,6 +164,9 @@ def make_training_curves(runs: dict[str, TrainingRun], profile: str) -> plt.Figu
         handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
         handles["kept LoRA (best early-stopping signal)"] = plt.Line2D([], [], marker="*", color="k", linestyle="none")
         handles["early stop"] = plt.Line2D([], [], marker="x", color="k", linestyle="none")
+        if any(r.get("samples") for run in runs.values() for r in run.log):
+            handles["sample strips written (samples/train/)"] = plt.Line2D([], [], marker="s", fillstyle="none",
+                                                                           color="k", linestyle="none")
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, frameon=False, fontsize=6)
         fig.suptitle(f"Training curves, {PROFILE_TEXT[profile].title}", fontsize=8)
         fig.tight_layout(rect=(0, 0.14, 1, 1))
