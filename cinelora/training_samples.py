@@ -13,7 +13,8 @@ import torch
 
 from cinelora import models, seeding
 from cinelora.config import ExperimentConfig
-from cinelora.data.videos import VideoClipDataset, write_video
+from cinelora.data.video_writer import write_video
+from cinelora.data.videos import VideoClipDataset
 from cinelora.evaluate import generate_clips, save_strip, to_uint8
 from cinelora.rundir import RunDir
 

@@ -12,7 +12,8 @@ import yaml
 from cinelora import train
 from cinelora.config import ConfigError, load_config
 from cinelora.data.buckets import Bucket, choose_bucket, parse_bucket
-from cinelora.data.videos import VideoDataError, training_clips, write_video
+from cinelora.data.video_writer import write_video
+from cinelora.data.videos import VideoDataError, training_clips
 from cinelora.data.world import render_clip
 from cinelora.preflight import describe_datasets
 from cinelora.rundir import RunDir

@@ -9,8 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from cinelora.data.buckets import Bucket
+from cinelora.data.video_writer import ENCODERS, write_video
 from cinelora.data.videos import (VideoClipDataset, VideoDataError, decode_frames, probe_video, read_clip_records,
-                                  resize_and_crop, write_video)
+                                  resize_and_crop)
 from cinelora.data.world import render_clip
 
 
@@ -186,7 +187,20 @@ def test_write_video_rejects_odd_sizes_and_leaves_no_file(tmp_path):
         write_video(tmp_path / "odd.mp4", _grey_ramp(3, 31, 32), fps=8)
     with pytest.raises(VideoDataError, match=r"float\.mp4: frames of float32"):
         write_video(tmp_path / "float.mp4", _grey_ramp(3).astype(np.float32), fps=8)
+    with pytest.raises(VideoDataError, match=r"clip\.gif: suffix '\.gif'; expected one of \['\.avi', '\.mp4'\]"):
+        write_video(tmp_path / "clip.gif", _grey_ramp(3), fps=8)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_both_encoders_write_avi_losslessly_and_mp4_faithfully(tmp_path, encoder):
+    """The GPU machine has no ffmpeg binary, only OpenCV: the world it writes must decode to the same pixels."""
+    frames = render_clip("cinematic", 3, 0, 32, 64, 9)[0]
+    write_video(tmp_path / "clip.avi", frames, fps=8, encoder=encoder)
+    assert np.array_equal(decode_frames(tmp_path / "clip.avi", 9).numpy(), frames)
+    write_video(tmp_path / "clip.mp4", frames, fps=8, encoder=encoder)
+    assert np.abs(decode_frames(tmp_path / "clip.mp4", 9).numpy().astype(int) - frames).mean() < 8  # lossy, faithful
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "clip.mp4"]  # no temporary left
 
 
 def test_a_caption_or_manifest_that_is_not_utf8_names_its_file(bank, tmp_path):

@@ -80,7 +80,7 @@ def test_a_corrupt_evaluation_clip_stops_the_run_before_training(tiny_world, tmp
 
     cfg = tiny_world("lora_r8", ["cinematic"], {"train": 2, "val": 1, "test": 1})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, rlpips_heads=""))
-    bad = sorted(Path(cfg.eval.domains["cinematic"]).glob("*.mp4"))[0]
+    bad = sorted(Path(cfg.eval.domains["cinematic"]).glob("*.avi"))[0]
     bad.write_bytes(b"not a video")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "_train", lambda *a, **k: pytest.fail("trained before probing the test clips"))

@@ -8,6 +8,7 @@ import pytest
 import cinelora.data.world as world
 from cinelora.config import WORLD_DOMAINS as DOMAINS
 from cinelora.config import WorldConfig
+from cinelora.data.video_writer import write_video
 from cinelora.data.world import PHOTOS, SPLIT_BLOCK, WorldError, generate_world, render_clip
 
 SMALL = {"height": 32, "width": 32, "num_frames": 5}
@@ -91,7 +92,7 @@ def test_generate_world_writes_decodable_clips_and_manifests(tmp_path):
         for split, folder in splits.items():
             assert folder == tmp_path / "world" / domain / split
             rows = _manifest_rows(folder)
-            assert [r["path"] for r in rows] == [f"{domain}_{split}_{i:05d}.mp4" for i in range(cfg.splits[split])]
+            assert [r["path"] for r in rows] == [f"{domain}_{split}_{i:05d}.avi" for i in range(cfg.splits[split])]
             for row in rows:
                 assert set(row) == {"path", "caption", "domain", "split", "index", "seed", "attributes"}
                 assert (row["domain"], row["split"], row["seed"]) == (domain, split, 0)
@@ -99,7 +100,7 @@ def test_generate_world_writes_decodable_clips_and_manifests(tmp_path):
                 assert row["caption"] == attributes.pop("caption") and row["attributes"] == attributes
                 decoded = decord.VideoReader(str(folder / row["path"])).get_batch(list(range(5))).asnumpy()
                 assert decoded.shape == (5, 32, 32, 3)
-                assert np.abs(decoded.astype(int) - frames).mean() < 8  # H.264 is lossy but faithful
+                assert np.array_equal(decoded, frames)  # lossless: the rendered frames exactly
             indices += [row["index"] for row in rows]
         assert sorted(indices) == [0, 1, SPLIT_BLOCK]  # splits never share a clip
 
@@ -136,7 +137,7 @@ def test_interrupted_split_is_regenerated(tmp_path):
     after = _file_times(tmp_path)
     changed = {p for p in after if before.get(p) != after[p]}
     assert changed == {folders["photos"]["val"] / name for name in
-                       ("photos_val_00000.mp4", "manifest.jsonl", "world.json")}
+                       ("photos_val_00000.avi", "manifest.jsonl", "world.json")}
 
 
 def test_other_parameters_raise_unless_forced(tmp_path):
@@ -147,14 +148,24 @@ def test_other_parameters_raise_unless_forced(tmp_path):
     folders = generate_world(changed, force=True, progress=False)
     train = folders["studio"]["train"]
     assert json.loads((train / "world.json").read_text())["num_frames"] == 9
-    assert sorted(p.name for p in train.glob("*.mp4")) == ["studio_train_00000.mp4"]  # stale clip removed
-    assert len(decord.VideoReader(str(train / "studio_train_00000.mp4"))) == 9
+    assert sorted(p.name for p in train.glob("*.avi")) == ["studio_train_00000.avi"]  # stale clip removed
+    assert len(decord.VideoReader(str(train / "studio_train_00000.avi"))) == 9
 
 
 def test_generate_world_rejects_unknown_domains(tmp_path):
     with pytest.raises(WorldError, match="cartoons"):
         generate_world(_world_config(tmp_path, domains=["studio", "cartoons"]), progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_width_decord_cannot_read_back_is_refused_before_writing(tmp_path):
+    with pytest.raises(WorldError, match="world.width: 48; expected another multiple of 16"):
+        generate_world(_world_config(tmp_path, width=48), progress=False)
+    assert not any(tmp_path.iterdir())
+    frames = render_clip("studio", 0, 0, 32, 48, 5)[0]  # why: decord returns 4-channel rows it cannot copy
+    write_video(tmp_path / "narrow.avi", frames, fps=8)
+    with pytest.raises(decord.DECORDError, match="size must exactly match"):
+        decord.VideoReader(str(tmp_path / "narrow.avi")).get_batch(list(range(5)))
 
 
 def test_two_runs_writing_the_same_world_at_once_both_succeed(tmp_path):
@@ -177,4 +188,4 @@ def test_two_runs_writing_the_same_world_at_once_both_succeed(tmp_path):
         thread.join()
     assert not errors
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary left
-    assert len(list((tmp_path / "studio" / "train").glob("*.mp4"))) == 3
+    assert len(list((tmp_path / "studio" / "train").glob("*.avi"))) == 3

@@ -1,7 +1,7 @@
 """Video clips with captions: manifests and folders, decord decoding, resize/crop, first frame as condition.
 
 This is the loader users point at their own footage; the procedural world (`cinelora.data.world`) writes the
-same format (mp4 files plus `manifest.jsonl`), so proxy and smoke runs go through the same code.
+same format (video files, lossless `.avi`, plus `manifest.jsonl`), so proxy and smoke runs go through the same code.
 
 A source is one of
 - a `.jsonl` manifest (one object a line) or a `.csv` manifest, each row with at least `path` and
@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import decord
-import imageio.v2 as imageio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cinelora.atomic import atomic_path
 from cinelora.data.buckets import Bucket, choose_bucket, parse_bucket
 
 if TYPE_CHECKING:
@@ -40,9 +38,6 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 REQUIRED_KEYS = ("path", "caption")
-# CRF 10 is visually lossless for x264; one encoder thread makes the bytes independent of the machine's
-# core count, and the bitexact flags keep library version strings out of the container.
-H264_PARAMS = ["-crf", "10", "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
 
 logger = logging.getLogger(__name__)
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own lines; a failure reaches us as an exception
@@ -292,26 +287,7 @@ def training_clips(data: DataConfig, source: str | Path) -> VideoClipDataset:
                             skip_bad=data.skip_bad_videos, buckets=tuple(parse_bucket(b) for b in data.buckets))
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
-    """Write uint8 frames [T, H, W, 3] (even H and W) as an H.264 mp4, atomically (temp name, rename).
-
-    The same frames and fps give the same bytes on any machine with the same ffmpeg build.
-    """
-    path = Path(path)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise VideoDataError(path, f"frames of {frames.dtype} {tuple(frames.shape)}", "uint8 [T, H, W, 3]")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise VideoDataError(path, f"frames of {frames.shape[1]}x{frames.shape[2]}",
-                             "even height and width (H.264 stores colour at half resolution)")
-    # macro_block_size=1: imageio would otherwise silently resize sizes that are not multiples of 16.
-    with atomic_path(path) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=None,
-                                                      macro_block_size=1, ffmpeg_log_level="error",
-                                                      ffmpeg_params=H264_PARAMS) as writer:
-        for frame in frames:
-            writer.append_data(frame)
-
-
 __all__ = [
     "VIDEO_SUFFIXES", "MANIFEST_NAMES", "VideoDataError", "ClipRecord", "read_clip_records", "frames_needed",
-    "probe_video", "decode_frames", "resize_and_crop", "VideoClipDataset", "training_clips", "write_video",
+    "probe_video", "decode_frames", "resize_and_crop", "VideoClipDataset", "training_clips",
 ]

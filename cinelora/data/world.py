@@ -29,8 +29,9 @@ Domains:
 Geometry: the screen spans y in [-1, 1] (downwards) and x in [-W/H, W/H]; a camera (cx, cy, zoom) maps a
 screen point p to the world point (cx, cy) + p / zoom.
 
-`generate_world` writes `<root>/<domain>/<split>/<domain>_<split>_<i:05d>.mp4`, a `manifest.jsonl` and a
-`world.json` sidecar per split folder.
+`generate_world` writes `<root>/<domain>/<split>/<domain>_<split>_<i:05d>.avi` (lossless: the decoded frames are
+the rendered ones on any machine, `cinelora.data.video_writer`), a `manifest.jsonl` and a `world.json` sidecar per
+split folder.
 """
 from __future__ import annotations
 
@@ -48,11 +49,13 @@ from tqdm.auto import tqdm
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import WORLD_DOMAINS, WorldConfig
-from cinelora.data.videos import write_video
+from cinelora.data.video_writer import write_video
 from cinelora.seeding import derive_seed
 
-# Bump when rendering changes: a world on disk made by another version then no longer matches.
-WORLD_VERSION = 1
+# Bump when rendering or the file format changes: a world on disk made by another version then no longer matches.
+WORLD_VERSION = 2  # 2: lossless .avi clips (1: H.264 .mp4)
+CLIP_SUFFIX = ".avi"
+DECORD_BAD_WIDTHS = (16, 48)  # of the multiples of 16 up to 384, the widths whose FFV1 frames decord mis-sizes
 # Clip index = SPLIT_BLOCK * (position of the split in `splits`) + i, so splits never share a clip and a
 # split's clips stay the same when another split's count changes.
 SPLIT_BLOCK = 100_000
@@ -841,6 +844,9 @@ def _check_request(cfg: WorldConfig) -> None:
         raise WorldError(f"world.splits: counts {bad}; expected 0 <= count < {SPLIT_BLOCK}")
     if cfg.seed < 0:
         raise WorldError(f"world.seed: {cfg.seed}; expected a value >= 0")
+    if cfg.width in DECORD_BAD_WIDTHS:
+        raise WorldError(f"world.width: {cfg.width}; expected another multiple of 16 (decord 0.6 misreads lossless "
+                         f"clips {' or '.join(map(str, DECORD_BAD_WIDTHS))} pixels wide)")
 
 
 def _split_is_current(folder: Path, params: dict) -> bool:
@@ -867,7 +873,7 @@ def _write_clip(folder: Path, params: dict, i: int) -> dict:
     domain, split, index = params["domain"], params["split"], params["first_index"] + i
     frames, attributes = render_clip(domain, index, params["seed"], params["height"], params["width"],
                                      params["num_frames"])
-    name = f"{domain}_{split}_{i:05d}.mp4"
+    name = f"{domain}_{split}_{i:05d}{CLIP_SUFFIX}"
     write_video(folder / name, frames, params["fps"])
     caption = attributes.pop("caption")
     return {"path": name, "caption": caption, "domain": domain, "split": split, "index": index,
@@ -877,7 +883,7 @@ def _write_clip(folder: Path, params: dict, i: int) -> dict:
 def _write_split(folder: Path, params: dict, pool: ThreadPoolExecutor, bar: tqdm) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "world.json").unlink(missing_ok=True)  # the split counts as incomplete until rewritten
-    for stale in folder.glob(f"{params['domain']}_{params['split']}_*.mp4"):
+    for stale in folder.glob(f"{params['domain']}_{params['split']}_*.*"):
         stale.unlink()
 
     def write(i: int) -> dict:
