@@ -39,3 +39,20 @@ def test_bad_specs_are_refused():
         _spec(block="nope").clip(0)
     with pytest.raises(WorldError, match="clip 6 of 6"):
         _spec().clip(6)
+
+
+def test_a_cached_corpus_is_read_back_and_a_changed_spec_misses(tmp_path, monkeypatch):
+    from cinelora.data import corpus as corpus_module
+
+    first = render_corpus(_spec(count=3), workers=1, progress=False, cache=tmp_path)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npy"]  # no temporary left
+
+    def no_rendering(*args):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(corpus_module, "_render", no_rendering)
+    again = render_corpus(_spec(count=3), workers=1, progress=False, cache=tmp_path)
+    assert np.array_equal(again.frames, first.frames)
+    assert (again.domains, again.captions, again.attributes) == (first.domains, first.captions, first.attributes)
+    with pytest.raises(AssertionError, match="rendered again"):
+        render_corpus(_spec(count=4), workers=1, progress=False, cache=tmp_path)

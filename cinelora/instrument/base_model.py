@@ -76,8 +76,8 @@ class _Data:
     val_captions: list[str]
 
 
-def _load_data(cfg: BaseModelConfig, device: torch.device, progress: bool) -> _Data:
-    train, val = (render_corpus(corpus_spec(cfg, s), progress=progress) for s in ("train", "val"))
+def _load_data(cfg: BaseModelConfig, device: torch.device, progress: bool, cache: Path) -> _Data:
+    train, val = (render_corpus(corpus_spec(cfg, s), progress=progress, cache=cache) for s in ("train", "val"))
     return _Data(torch.from_numpy(train.frames).to(device), torch.from_numpy(val.frames).to(device),
                  train.captions, val.captions)
 
@@ -442,7 +442,7 @@ def run_base_model(cfg: BaseModelConfig, run: RunDir, deadline: Deadline, progre
     device = training_device()
     folder = run.out / MODEL_DIR
     seeding.seed_everything(cfg.seed)
-    data = _load_data(cfg, device, progress)
+    data = _load_data(cfg, device, progress, run.state / "corpus")
     # the frozen encoders, tokenizer and processor: the preset's seeded random init (the `random` source's)
     c = models.build_components(ModelConfig(source="random", architecture=cfg.model.architecture,
                                             weight_dtype=cfg.model.weight_dtype, flow_shift=cfg.model.flow_shift),
