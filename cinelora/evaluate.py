@@ -107,22 +107,27 @@ def _components_of(pipe) -> models.WanComponents:
     return models.WanComponents(**{f: getattr(pipe, f) for f in models.WanComponents.__dataclass_fields__})
 
 
-def attacked_condition(components: models.WanComponents, item: dict, cfg: ExperimentConfig,
-                       index: int) -> torch.Tensor:
-    """The clip's first frame [3, H, W] moved by PGD (L∞, eval.attack_eps_255, steps of ε/4) to maximise the
-    model's flow-matching loss on the ground-truth clip at one seeded noise draw: the training attack."""
+def attacked_conditions(components: models.WanComponents, items: list[dict], cfg: ExperimentConfig,
+                        indices: list[int]) -> torch.Tensor:
+    """The clips' first frames [B, 3, H, W] moved by PGD (L∞, eval.attack_eps_255, steps of ε/4) to maximise the
+    model's flow-matching loss on each ground-truth clip at its own seeded noise draw: the training attack. One
+    batch: the batch loss is the clips' mean and the clips do not interact, so each frame's gradient sign (all
+    that L∞ PGD uses) is its own, as if it were attacked alone."""
     device = components.transformer.device
     dtype = components.transformer.dtype
-    batch = {"video": item["video"][None], "condition": item["condition"][None], "caption": [item["caption"]]}
+    batch = {"video": torch.stack([it["video"] for it in items]),
+             "condition": torch.stack([it["condition"] for it in items]), "caption": [it["caption"] for it in items]}
     inputs = objective.encode_batch(components, batch, device, dtype)
-    sigmas, noise = objective.draw_noise(cfg.seed, "generation", index, inputs["latents"], cfg.model.flow_shift)
+    draws = [objective.draw_noise(cfg.seed, "generation", index, inputs["latents"][j:j + 1], cfg.model.flow_shift)
+             for j, index in enumerate(indices)]
+    sigmas, noise = (torch.cat(parts) for parts in zip(*draws))
     attack = AdversarialConfig(enabled=True, eps_255=cfg.eval.attack_eps_255, step_255=cfg.eval.attack_eps_255 / 4,
                                steps=cfg.eval.attack_steps, clean_weight=0.0)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 \
         else contextlib.nullcontext()
     with autocast:
         return objective.attack_condition(components.transformer, components, inputs, sigmas, noise,
-                                          attack)[0].float().cpu()
+                                          attack).float().cpu()
 
 
 def _clip_seed_index(domain: str, clip: str) -> int:
@@ -194,8 +199,8 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
             bar.update(len(items) - len(todo))
             for start in range(0, len(todo), cfg.eval.batch_size):
                 batch = todo[start:start + cfg.eval.batch_size]
-                firsts = torch.stack([items[i]["condition"] if condition == "clean"
-                                      else attacked_condition(components, items[i], cfg, indices[i]) for i in batch])
+                firsts = torch.stack([items[i]["condition"] for i in batch]) if condition == "clean" else \
+                    attacked_conditions(components, [items[i] for i in batch], cfg, [indices[i] for i in batch])
                 generators = [seeding.generator(cfg.seed, "generation", indices[i]) for i in batch]
                 captions = [items[i]["caption"] for i in batch]
                 generated = two_stage_clips(pipe, firsts, captions, cfg, generators) if style_dir is not None \

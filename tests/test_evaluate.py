@@ -137,3 +137,16 @@ def test_lpips_rows_score_with_the_heads_the_config_names(cfg):
     stored = read_heads("alex", heads)
     assert stored and all(torch.equal(named[k], v.float()) for k, v in stored.items())
     assert any(not torch.equal(shipped[k], v.float()) for k, v in stored.items())
+
+
+def test_a_batch_of_clips_is_attacked_as_each_clip_alone(cfg, smoke_components):
+    data = ev._dataset(cfg, cfg.eval.domains["actors"])
+    items, indices = [data[i] for i in range(2)], [11, 22]
+    steps = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, attack_steps=3))
+    together = ev.attacked_conditions(smoke_components, items, steps, indices)
+    alone = torch.cat([ev.attacked_conditions(smoke_components, [it], steps, [i]) for it, i in zip(items, indices)])
+    clean = torch.stack([it["condition"] for it in items])
+    eps = 2 * steps.eval.attack_eps_255 / 255  # in [-1, 1]
+    assert (together - clean).abs().max() <= eps + 1e-6 and not torch.equal(together, clean)
+    # the same frames but where a gradient entry is ~0 and float order flips its sign
+    assert (together - alone).abs().gt(1e-6).float().mean() < 1e-3
