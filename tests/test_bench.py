@@ -275,3 +275,17 @@ def test_compiled_blocks_raise_torchs_recompile_limit(monkeypatch):
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     apply_speed_levers(_smoke_transformer(), SpeedLevers(compile_blocks=True))
     assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT > 8
+
+
+def test_the_proxy_loop_figures_are_measured_and_written(tiny_world, tmp_path):
+    from bench import proxy_loop
+
+    cfg = tiny_world("robust_lpips_r8", ["cinematic"], {"train": 2, "val": 1, "test": 2})
+    figures = proxy_loop.cache_rate(cfg, tmp_path / "cache") | proxy_loop.generation_rate(cfg, repeats=1)
+    assert figures["cache_clips"] == 2 and figures["cache_s_per_clip"] > 0
+    assert figures["generation_clips_per_s"] == pytest.approx(cfg.eval.batch_size / figures["generation_s_per_batch"])
+    path = proxy_loop.write_figures(figures, cfg, tmp_path, "test", 1.0)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["figure"] for r in rows] == list(figures) and {r["profile"] for r in rows} == {"smoke"}
+    assert {r["figure"]: r["unit"] for r in rows}["generation_clips_per_s"] == "clips/s"
+    assert json.loads((tmp_path / "proxy_loop_test.json").read_text())["profile"] == "smoke"
