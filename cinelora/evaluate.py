@@ -130,6 +130,9 @@ def attacked_conditions(components: models.WanComponents, items: list[dict], cfg
                                           attack).float().cpu()
 
 
+METRIC_PIXELS = 81 * 720 * 1280  # frames x pixels the per-clip metrics take at once: one 720p x 81 clip
+
+
 def _clip_seed_index(domain: str, clip: str) -> int:
     return zlib.crc32(f"{domain}/{clip}".encode())
 
@@ -143,21 +146,29 @@ def save_strip(path: Path, reference: torch.Tensor, generated: torch.Tensor, max
         strip.save(tmp, format="PNG")
 
 
-def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tensor, caption: str) -> dict[str, float]:
-    """Per-clip metrics of a generated clip vs its ground truth, both [T, 3, H, W] in [-1, 1]."""
-    model, processor = ev.clip
-    images = clip_sim.image_embeddings(model, processor, generated)
-    values = {
-        "lpips": float(lpips_per_frame(ev.lpips, generated, reference).mean()),
-        "clip_sim": clip_sim.caption_similarity(images, clip_sim.text_embedding(model, processor, caption)),
-        "frame_consistency": clip_sim.consecutive_similarity(images),
-        # |generated − real| frame-to-frame LPIPS: a signed gap would reward frozen clips.
-        "temporal_lpips_gap": abs(temporal.temporal_stability_gap(ev.lpips, generated, reference)),
-        "flicker": temporal.flicker(generated),
-    }
+def clip_metrics(ev: Evaluators, generated: torch.Tensor, reference: torch.Tensor,
+                 captions: list[str]) -> list[dict[str, float]]:
+    """Per-clip metrics of generated clips vs their ground truth, both [B, T, 3, H, W] in [-1, 1], one dict per clip;
+    each network sees the B·T frames at once (a clip's values do not depend on the others')."""
+    (b, t), model, processor = generated.shape[:2], *ev.clip
+    frames, real = generated.flatten(0, 1), reference.flatten(0, 1)
+    images = clip_sim.image_embeddings(model, processor, frames).view(b, t, -1)
+    texts = clip_sim.text_embeddings(model, processor, captions)
+    distances = {"lpips": lpips_per_frame(ev.lpips, frames, real).view(b, t).mean(1)}
     if ev.rlpips is not None:
-        values["rlpips"] = float(lpips_per_frame(ev.rlpips, generated, reference).mean())
-    return values
+        distances["rlpips"] = lpips_per_frame(ev.rlpips, frames, real).view(b, t).mean(1)
+    # |generated − real| frame-to-frame LPIPS: a signed gap would reward frozen clips
+    gaps = temporal.temporal_stability_gaps(ev.lpips, generated, reference).abs()
+    return [{"lpips": float(distances["lpips"][i]), "clip_sim": clip_sim.caption_similarity(images[i], texts[i]),
+             "frame_consistency": clip_sim.consecutive_similarity(images[i]), "temporal_lpips_gap": float(gaps[i]),
+             "flicker": temporal.flicker(generated[i]),
+             **({"rlpips": float(distances["rlpips"][i])} if "rlpips" in distances else {})} for i in range(b)]
+
+
+def metric_groups(count: int, clip_pixels: int) -> list[range]:
+    """Clip index ranges scored together: as many clips as hold METRIC_PIXELS pixels (at least one)."""
+    size = max(1, METRIC_PIXELS // clip_pixels)
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def _dataset(cfg: ExperimentConfig, source: str) -> VideoClipDataset:
@@ -211,26 +222,28 @@ def evaluate(cfg: ExperimentConfig, lora_dir: Path | None, cache_root: Path, sam
                 bar.update(len(batch))
             if generate_only:
                 continue
-            for i, item in enumerate(items):
-                generated = _from_uint8(load_file(files[i])["frames"])  # score exactly what a rerun reads
-                reference = item["video"].permute(1, 0, 2, 3)  # [3, T, H, W] → [T, 3, H, W]
-                for metric, value in clip_metrics(ev, generated, reference, item["caption"]).items():
-                    rows.append({**key, "domain": domain, "clip": clips[i], "condition": condition, "metric": metric,
-                                 "value": value})
+            for group in metric_groups(len(items), items[0]["video"][0].numel()):
+                # score exactly what a rerun reads; references [3, T, H, W] → [T, 3, H, W]
+                generated = torch.stack([_from_uint8(load_file(files[i])["frames"]) for i in group])
+                reference = torch.stack([items[i]["video"].permute(1, 0, 2, 3) for i in group])
+                scores = clip_metrics(ev, generated, reference, [items[i]["caption"] for i in group])
+                rows += [{**key, "domain": domain, "clip": clips[i], "condition": condition, "metric": metric,
+                          "value": value} for i, values in zip(group, scores) for metric, value in values.items()]
                 features.setdefault((domain, condition), []).append(
-                    fvd.i3d_features(ev.i3d, generated.permute(1, 0, 2, 3)[None]))
-                if samples_dir is not None and i == 0 and condition == "clean":
+                    fvd.i3d_features(ev.i3d, generated.permute(0, 2, 1, 3, 4)))
+                if samples_dir is not None and group.start == 0 and condition == "clean":
                     samples_dir.mkdir(parents=True, exist_ok=True)
-                    save_strip(samples_dir / f"{domain}.png", reference, generated)
+                    save_strip(samples_dir / f"{domain}.png", reference[0], generated[0])
         if not generate_only:
-            features[(domain, "real")] = [fvd.i3d_features(ev.i3d, item["video"][None]) for item in items]
+            features[(domain, "real")] = [fvd.i3d_features(ev.i3d, torch.stack([items[i]["video"] for i in group]))
+                                          for group in metric_groups(len(items), items[0]["video"][0].numel())]
     bar.close()
     warned: list[tuple[str, str]] = []  # said once for the whole evaluation, not once per FVD
     for (domain, name), feats in sorted(features.items()):
         if name == "real":
             continue
-        if len(feats) < 2:
-            tqdm.write(f"FVD {domain}/{name}: skipped, it needs at least 2 clips (has {len(feats)})")
+        if sum(f.shape[0] for f in feats) < 2:
+            tqdm.write(f"FVD {domain}/{name}: skipped, it needs at least 2 clips (has {sum(f.shape[0] for f in feats)})")
             continue
         result = fvd.fvd(torch.cat(feats), torch.cat(features[(domain, "real")]), cfg.eval.fvd_covariance)
         if result.warning:

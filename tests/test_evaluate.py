@@ -150,3 +150,25 @@ def test_a_batch_of_clips_is_attacked_as_each_clip_alone(cfg, smoke_components):
     assert (together - clean).abs().max() <= eps + 1e-6 and not torch.equal(together, clean)
     # the same frames but where a gradient entry is ~0 and float order flips its sign
     assert (together - alone).abs().gt(1e-6).float().mean() < 1e-3
+
+
+def test_clip_metrics_of_a_batch_equal_each_clip_scored_alone(cfg):
+    evaluators = ev.build_evaluators(cfg, "cpu")
+    g = torch.Generator().manual_seed(0)
+    generated, reference = (torch.rand(3, 5, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    captions = ["a red ball rolls left", "a blue cube", "a dancer turns"]
+    together = ev.clip_metrics(evaluators, generated, reference, captions)
+    alone = [ev.clip_metrics(evaluators, generated[i:i + 1], reference[i:i + 1], captions[i:i + 1])[0]
+             for i in range(3)]
+    assert [set(row) for row in together] == [PER_CLIP] * 3
+    for row, single in zip(together, alone):
+        assert row == pytest.approx(single, abs=1e-5)
+    assert together[0] != pytest.approx(together[1], abs=1e-5)  # the clips differ, so must their scores
+
+
+def test_metric_groups_cover_every_clip_once_within_the_pixel_budget():
+    clip = 17 * 64 * 64
+    groups = ev.metric_groups(5000, clip)
+    assert [i for g in groups for i in g] == list(range(5000))
+    assert max(len(g) for g in groups) * clip <= ev.METRIC_PIXELS < (max(len(g) for g in groups) + 1) * clip
+    assert ev.metric_groups(3, ev.METRIC_PIXELS * 2) == [range(0, 1), range(1, 2), range(2, 3)]

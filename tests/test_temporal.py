@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cinelora.metrics.lpips_distance import build_lpips, lpips_per_frame
-from cinelora.metrics.temporal import flicker, frame_luma, temporal_lpips, temporal_stability_gap
+from cinelora.metrics.temporal import flicker, frame_luma, temporal_lpips, temporal_stability_gaps
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_static_clip_scores_zero(lpips_model):
     assert temporal_lpips(lpips_model, static).shape == (6,)
     assert torch.allclose(temporal_lpips(lpips_model, static), torch.zeros(6), atol=1e-6)
     assert flicker(static) == pytest.approx(0.0, abs=1e-12)
-    assert temporal_stability_gap(lpips_model, static, static) == pytest.approx(0.0, abs=1e-6)
+    assert float(temporal_stability_gaps(lpips_model, static[None], static[None])[0]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_temporal_lpips_compares_each_frame_with_the_previous_one(lpips_model):
@@ -36,8 +36,8 @@ def test_temporal_lpips_compares_each_frame_with_the_previous_one(lpips_model):
     assert torch.equal(temporal_lpips(lpips_model, clip), expected)
     # generated (moving) vs a real clip that stands still: positive gap of exactly the generated clip's mean
     still = clip[:1].repeat(clip.shape[0], 1, 1, 1)
-    assert temporal_stability_gap(lpips_model, clip, still) == pytest.approx(float(expected.mean()), abs=1e-6)
-    assert temporal_stability_gap(lpips_model, still, clip) == pytest.approx(-float(expected.mean()), abs=1e-6)
+    assert float(temporal_stability_gaps(lpips_model, clip[None], still[None])[0]) == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert float(temporal_stability_gaps(lpips_model, still[None], clip[None])[0]) == pytest.approx(-float(expected.mean()), abs=1e-6)
 
 
 def test_a_flash_flickers_more_than_smooth_motion_or_a_fade():

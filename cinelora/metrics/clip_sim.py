@@ -130,23 +130,30 @@ def load_clip(path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
 
 @torch.no_grad()
 def image_embeddings(model: CLIPModel, processor: CLIPProcessor, frames: torch.Tensor) -> torch.Tensor:
-    """Unit-norm CLIP image embeddings [T, D] (float32, CPU) of frames [T, 3, H, W] in [-1, 1]."""
+    """Unit-norm CLIP image embeddings [T, D] (float32, CPU) of frames [T, 3, H, W] in [-1, 1] (the processor's
+    resize and normalisation run where the model is)."""
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"expected frames [T, 3, H, W], found shape {tuple(frames.shape)}")
-    images = ((frames.float().clamp(-1, 1) + 1) / 2).cpu()  # the processor takes [0, 1] floats with do_rescale=False
-    pixels = processor.image_processor(images=list(images), do_rescale=False, return_tensors="pt")["pixel_values"]
+    images = ((frames.float().clamp(-1, 1) + 1) / 2).to(model.device)  # [0, 1] floats, do_rescale=False
+    pixels = processor.image_processor(images=images, do_rescale=False, return_tensors="pt",
+                                       device=model.device)["pixel_values"]
     embeddings = model.get_image_features(pixel_values=pixels.to(model.device, model.dtype)).pooler_output
     return torch.nn.functional.normalize(embeddings.float(), dim=-1).cpu()
 
 
 @torch.no_grad()
-def text_embedding(model: CLIPModel, processor: CLIPProcessor, caption: str) -> torch.Tensor:
-    """Unit-norm CLIP text embedding [D] (float32, CPU) of one caption (truncated to CLIP's 77 tokens)."""
-    tokens = processor.tokenizer([caption], padding=True, truncation=True, max_length=CONTEXT_LENGTH,
+def text_embeddings(model: CLIPModel, processor: CLIPProcessor, captions: list[str]) -> torch.Tensor:
+    """Unit-norm CLIP text embeddings [N, D] (float32, CPU) of captions (each truncated to CLIP's 77 tokens)."""
+    tokens = processor.tokenizer(captions, padding=True, truncation=True, max_length=CONTEXT_LENGTH,
                                  return_tensors="pt").to(model.device)
     embedding = model.get_text_features(input_ids=tokens["input_ids"],
                                         attention_mask=tokens["attention_mask"]).pooler_output
-    return torch.nn.functional.normalize(embedding.float(), dim=-1)[0].cpu()
+    return torch.nn.functional.normalize(embedding.float(), dim=-1).cpu()
+
+
+def text_embedding(model: CLIPModel, processor: CLIPProcessor, caption: str) -> torch.Tensor:
+    """Unit-norm CLIP text embedding [D] (float32, CPU) of one caption."""
+    return text_embeddings(model, processor, [caption])[0]
 
 
 def caption_similarity(images: torch.Tensor, text: torch.Tensor) -> float:
@@ -172,5 +179,5 @@ def frame_consistency(model: CLIPModel, processor: CLIPProcessor, frames: torch.
 
 
 __all__ = ["DEFAULT_HUB_ID", "build_clip_tokenizer", "random_clip", "missing_clip_files", "load_clip",
-           "image_embeddings", "text_embedding", "caption_similarity", "consecutive_similarity", "clip_sim",
+           "image_embeddings", "text_embeddings", "text_embedding", "caption_similarity", "consecutive_similarity", "clip_sim",
            "frame_consistency"]

@@ -1,6 +1,6 @@
 """Temporal stability of a clip: frame-to-frame LPIPS, its gap to the real clip, and brightness flicker.
 
-A generated clip is judged against its own ground truth, since real footage moves too: `temporal_stability_gap`
+A generated clip is judged against its own ground truth, since real footage moves too: `temporal_stability_gaps`
 is the generated clip's mean frame-to-frame LPIPS minus the real clip's (> 0: changes more between frames than the
 real clip, jitter; < 0: changes less, a frozen or over-smoothed clip). `flicker` needs no reference.
 """
@@ -16,16 +16,19 @@ LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
 
 
 def temporal_lpips(model: lpips.LPIPS, clip: torch.Tensor) -> torch.Tensor:
-    """[T - 1] LPIPS between consecutive frames of a clip [T ≥ 2, 3, H, W] in [-1, 1]; 0 for a static clip."""
-    if clip.ndim != 4 or clip.shape[0] < 2:
-        raise ValueError(f"temporal_lpips: expected a clip [T ≥ 2, 3, H, W], found shape {tuple(clip.shape)}")
-    return lpips_per_frame(model, clip[1:], clip[:-1])
+    """[T - 1] LPIPS between consecutive frames of a clip [T ≥ 2, 3, H, W] in [-1, 1] ([B, T - 1] of clips
+    [B, T, 3, H, W]); 0 for a static clip."""
+    if clip.ndim not in (4, 5) or clip.shape[-4] < 2:
+        raise ValueError(f"temporal_lpips: expected a clip [T ≥ 2, 3, H, W] or clips [B, T ≥ 2, 3, H, W], found "
+                         f"shape {tuple(clip.shape)}")
+    later, earlier = clip[..., 1:, :, :, :], clip[..., :-1, :, :, :]
+    return lpips_per_frame(model, later.flatten(0, -4), earlier.flatten(0, -4)).view(later.shape[:-3])
 
 
-def temporal_stability_gap(model: lpips.LPIPS, generated: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean frame-to-frame LPIPS of `generated` minus that of `reference` (both [T, 3, H, W] in [-1, 1], any T ≥ 2);
-    in about [-1, 1], 0 when the generated clip changes between frames as much as the real one."""
-    return float(temporal_lpips(model, generated).mean() - temporal_lpips(model, reference).mean())
+def temporal_stability_gaps(model: lpips.LPIPS, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """[B] mean frame-to-frame LPIPS of each generated clip minus its reference's (clips [B, T, 3, H, W] in
+    [-1, 1], any T ≥ 2); in about [-1, 1], 0 when a generated clip changes between frames as much as the real one."""
+    return temporal_lpips(model, generated).mean(-1) - temporal_lpips(model, reference).mean(-1)
 
 
 def frame_luma(clip: torch.Tensor) -> torch.Tensor:
@@ -49,4 +52,4 @@ def flicker(clip: torch.Tensor) -> float:
     return float((luma[2:] - 2 * luma[1:-1] + luma[:-2]).abs().mean())
 
 
-__all__ = ["LUMA_WEIGHTS", "temporal_lpips", "temporal_stability_gap", "frame_luma", "flicker"]
+__all__ = ["LUMA_WEIGHTS", "temporal_lpips", "temporal_stability_gaps", "frame_luma", "flicker"]
