@@ -467,3 +467,17 @@ def test_bootstrap_ci_of_identical_values_falls_back_to_a_zero_width_percentile(
 def test_bootstrap_ci_of_one_value_has_no_interval():
     ci = bootstrap_mean_ci(np.array([0.7]))
     assert (ci.mean, ci.low, ci.high, ci.half_width, ci.n) == (0.7, None, None, None, 1)
+
+
+def test_the_cache_time_is_the_sum_of_the_four_encodings_of_the_largest_true_size_clip():
+    def rows(architecture: str, height: int, seconds: dict[str, float]) -> list[dict]:
+        key = {"device": "NVIDIA H100", "architecture": architecture, "frames": "81", "height": str(height),
+               "width": str(height * 16 // 9)}
+        return [dict(key, stage=stage, seconds=str(s)) for stage, s in seconds.items()]
+    four = dict(zip(table4.CACHE_STAGES, (5.0, 4.0, 0.5, 0.25)))
+    configuration = {Path("results/bench/configuration_a.csv"): rows("wan2.1-i2v-14b", 480, dict(four, build_models=9.0))
+                     + rows("wan2.1-i2v-14b", 720, {s: 2 * v for s, v in four.items()}) + rows("proxy", 1080, four)}
+    values = {m.name: m.value for m in numbers.cache_macros(table4.ComputeInputs({}, configuration, {}))}
+    assert values == {"TrueSizeCacheSeconds": r"\ensuremath{19.5}", "TrueSizeCacheDevice": "H100"}
+    incomplete = {p: [r for r in rs if r["stage"] != "vae_latents"] for p, rs in configuration.items()}
+    assert {m.value for m in numbers.cache_macros(table4.ComputeInputs({}, incomplete, {}))} == {numbers.NOT_AVAILABLE}

@@ -20,7 +20,7 @@ from cinelora.report import bootstrap_mean_ci, count_phrase, figures, fixed, lat
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
 from cinelora.report.table2 import clip_matrix, clip_means, paired_on_clips
 from cinelora.report.table3 import held_out_values
-from cinelora.report.table4 import SCALES, ComputeInputs, current_bench_steps, read_compute
+from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, read_results
 from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, TRAIN_DOMAIN
 
@@ -174,7 +174,25 @@ def compute_macros(compute: ComputeInputs) -> list[Macro]:
                          (path,) if peak is not None else ())]
     macros.append(Macro("TrueSizeBestCase", rf"\texttt{{{latex_escape(best[1])}}}" if best else NOT_AVAILABLE,
                         (timed[best][1],) if best else ()))
-    return macros
+    return macros + cache_macros(compute)
+
+
+def cache_macros(compute: ComputeInputs) -> list[Macro]:
+    """`\\TrueSizeCacheSeconds` (caching one clip at the largest true-size clip measured: VAE latents, condition
+    latents, text and image embeddings, the seed's "configuration time") and `\\TrueSizeCacheDevice`."""
+    stages: dict[tuple, tuple[dict[str, float], Path]] = {}  # (pixels, device) -> stage seconds
+    for path, rows in compute.bench_configuration.items():
+        for r in rows:
+            if SCALES.get(r["architecture"]) == "true size":
+                key = (int(r["frames"]) * int(r["height"]) * int(r["width"]), r["device"])
+                stages.setdefault(key, ({}, path))[0][r["stage"]] = float(r["seconds"])
+    complete = [key for key, (seconds, _) in stages.items() if all(s in seconds for s in CACHE_STAGES)]
+    if not complete:
+        return [Macro("TrueSizeCacheSeconds", NOT_AVAILABLE, ()), Macro("TrueSizeCacheDevice", NOT_AVAILABLE, ())]
+    key = max(complete)
+    seconds, path = stages[key]
+    return [Macro("TrueSizeCacheSeconds", _num(sum(seconds[s] for s in CACHE_STAGES), 1), (path,)),
+            Macro("TrueSizeCacheDevice", key[1].removeprefix("NVIDIA "), (path,))]
 
 
 def figure_macros(metrics: pd.DataFrame, strips_profile: str | None, curves_profile: str | None) -> list[Macro]:
@@ -223,4 +241,4 @@ def main(results_root: Path, out: Path) -> None:
 
 
 __all__ = ["make_numbers", "render_numbers", "main", "Macro", "read_summaries", "study_macros", "training_macros",
-           "metric_macros", "compute_macros", "figure_macros", "figure_inputs", "NOT_AVAILABLE"]
+           "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "NOT_AVAILABLE"]
