@@ -395,7 +395,7 @@ PROFILE_KEYS = (
     "model.source", "model.path", "model.architecture", "model.weight_dtype", "model.flow_shift",
     "data.train", "data.val", "data.height", "data.width", "data.num_frames", "data.buckets",
     "world.enabled", "world.root", "world.domains", "world.splits", "world.height", "world.width", "world.num_frames",
-    "train.steps", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
+    "train.steps", "train.batch_size", "train.grad_accum", "train.val_every", "train.val_batches", "train.checkpoint_every", "train.log_every",
     "train.mixed_precision", "train.num_workers", "train.style_steps", "train.sample_clips", "train.sample_steps",
     *(f"speed.{f.name}" for f in dataclasses.fields(SpeedLevers)),
     "eval.domains", "eval.clips_per_domain", "eval.batch_size", "eval.num_inference_steps", "eval.lpips_backbone",

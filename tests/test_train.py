@@ -205,7 +205,8 @@ def test_early_stopping_stops_at_the_right_step_on_a_scripted_sequence():
 def test_training_with_every_term_runs_and_logs_them(cfg, tmp_path):
     full = _with(cfg, perceptual={"enabled": True, "backbone": "random", "frames": 2},
                  adversarial={"enabled": True, "steps": 1, "clean_weight": 0.5},
-                 train={"steps": 2, "early_stop_metric": "perceptual"})
+                 train={"steps": 2, "early_stop_metric": "perceptual", "batch_size": 2,
+                        "grad_accum": 1})
     result = _run(full, tmp_path)
     log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert result.steps == 2 and {"flow", "perceptual", "adversarial", "clean", "val_perceptual"} <= log[-1].keys()
