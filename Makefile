@@ -16,7 +16,9 @@ METHODS     := $(shell python3 -m cinelora.study methods)
 ABLATIONS   := $(shell python3 -m cinelora.study ablations)
 EXPERIMENTS := $(shell python3 -m cinelora.study experiments)
 CURVES      := $(shell python3 -m cinelora.study curve_experiments)
-ifeq ($(and $(METHODS),$(ABLATIONS),$(EXPERIMENTS),$(CURVES)),)
+SEEDS       := $(shell python3 -m cinelora.study seeds)
+METRIC      := $(shell python3 -m cinelora.study metric)
+ifeq ($(and $(METHODS),$(ABLATIONS),$(EXPERIMENTS),$(CURVES),$(SEEDS),$(METRIC)),)
 $(error python3 -m cinelora.study printed no list: run make from the repository root)
 endif
 
@@ -25,9 +27,9 @@ PAPER := paper
 DOCS  := docs
 
 # What the report reads: results/ only.
-METRICS        := $(sort $(wildcard results/*/*/metrics.csv))
+METRICS        := $(sort $(wildcard results/*/*/metrics.csv results/*/*/seed*/metrics.csv))
 CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
-RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json))
+RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json results/*/*/seed*/provenance.json))
 BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv))
 BENCH_PROV     := $(sort $(wildcard results/bench/provenance_*.json))
 BENCH_DOC      := $(sort $(wildcard results/bench/steps_*.csv results/bench/withdrawn.csv results/bench/provenance_*.json \
@@ -52,7 +54,7 @@ NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow proxy-base proxy-evaluators smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
+.PHONY: help setup test test-slow proxy-base proxy-evaluators proxy-study smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -85,6 +87,12 @@ smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependenc
 	  if [ -f results/$$e/smoke/provenance.json ]; then echo "$$e: finished (results/$$e/smoke), kept"; \
 	  else experiments/$$e/run.sh || exit 1; fi; \
 	done
+
+proxy-study: $(STAMP)  ## every experiment at proxy with each of the study's seeds, in dependency order (finished ones kept: a rerun continues)
+	@for e in $(EXPERIMENTS); do for k in $(SEEDS); do \
+	  if [ $$e = $(METRIC) ]; then [ $$k = 0 ] || continue; seed=; else seed="--seed $$k"; fi; \
+	  $(PY) -m cinelora run --config experiments/$$e/config.yaml --profile proxy $$seed --skip-finished || exit 1; \
+	done; done
 
 BENCH_LABEL ?= gpu
 bench: $(STAMP)  ## true-size 14B LoRA step benchmark on one CUDA GPU -> results/bench/*_$(BENCH_LABEL).*

@@ -4,6 +4,7 @@ Makefile call it. Benchmarks have their own entry point, `python -m bench`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import json
@@ -79,6 +80,11 @@ def _dispatch(args: argparse.Namespace, cfg) -> None:
     elif args.command == "evaluate":
         runner.evaluate_generator(cfg, source, force)
     elif args.command == "run":
+        from cinelora.rundir import RunDir
+
+        if args.skip_finished and RunDir.of(cfg).finished:
+            print(f"{cfg.name} seed {cfg.seed}: finished ({RunDir.of(cfg).out}), kept")
+            return
         runner.run_experiment(cfg, source, force, args.budget_minutes)
     elif args.command == "rlpips-train":
         print(json.dumps(runner.train_metric(cfg, force)))
@@ -113,6 +119,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
                         "h200-141gb for 141 GB GPUs)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and its sha256, then exit")
     p.add_argument("--force", action="store_true", help="replace finished results instead of refusing")
+    p.add_argument("--seed", type=int, default=None, metavar="K",
+                   help="generator experiments: run with seed K instead of the config's (LoRA init, data order, "
+                        "noise, generation); K > 0 writes to <profile>/seed<K> (a study's further seeds)")
     p.add_argument("--results-root", default="results", metavar="DIR",
                    help="write the run to DIR/<experiment>/<profile> (state in DIR/.runs) instead of results/, and "
                         "compare its metrics with the committed ones (default: results)")
@@ -143,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
                    help="instrument experiments (proxy_base): stop after M minutes with a checkpoint; the same "
                         "command continues")
+    p.add_argument("--skip-finished", action="store_true",
+                   help="a finished run is kept and said so (exit 0) instead of refused: `make proxy-study` resumes")
     _experiment_args(add("rlpips-train", "train LPIPS (natural) and R-LPIPS (adversarial) heads on 2AFC data"))
     _experiment_args(add("rlpips-eval", "2AFC robustness of both saved heads (clean, FGSM, PGD) → metrics.csv"))
     p = add("lora", "write a LoRA in the original Wan key layout (ComfyUI, Wan's code) → lora_wan.safetensors")
@@ -162,6 +173,12 @@ def _load(args: argparse.Namespace):
         cfg = load_config(args.config, args.profile, args.hardware)
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
+    if args.seed is not None:
+        if cfg.kind != "generator":
+            raise SystemExit(f"--seed: {args.config} is kind {cfg.kind!r}; only generator experiments take --seed")
+        if args.seed < 0:
+            raise SystemExit(f"--seed {args.seed}: expected a seed >= 0")
+        cfg = dataclasses.replace(cfg, seed=args.seed)
     if args.dry_run:
         print(config_yaml(cfg), end="")
         print(f"# sha256: {config_hash(cfg)}")

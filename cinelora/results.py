@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
-from cinelora.rundir import FINISHED_MARKER
+from cinelora.rundir import FINISHED_MARKER, is_seed_folder
 
 METRIC_COLUMNS = ("experiment", "profile", "seed", "domain", "clip", "condition", "metric", "value")
 KEY_COLUMNS = METRIC_COLUMNS[:-1]
@@ -162,13 +162,24 @@ def read_metrics(paths: Iterable[Path]) -> pd.DataFrame:
     return _combine([_read_one(p) for p in paths], paths)
 
 
+def run_folder_key(folder: Path) -> tuple[str, str, int]:
+    """(experiment, profile, seed) of a run's results folder: `<experiment>/<profile>` (seed 0) or
+    `<experiment>/<profile>/seed<k>` (cinelora.rundir's layout)."""
+    if is_seed_folder(folder):
+        return folder.parent.parent.name, folder.parent.name, int(folder.name.removeprefix("seed"))
+    return folder.parent.name, folder.name, 0
+
+
 def read_results(results_root: Path) -> pd.DataFrame:
-    """Every finished run's `results_root/<experiment>/<profile>/metrics.csv`, checked to hold only its own run's
-    rows. A folder without `provenance.json` (written last) is an unfinished run: skipped, and said on stderr."""
+    """Every finished run's `metrics.csv` (`results_root/<experiment>/<profile>/`, and `seed<k>/` inside for the
+    runs of further seeds), checked to hold only its own run's rows. A folder without `provenance.json` (written
+    last) is an unfinished run: skipped, and said on stderr."""
     paths = []
-    for path in sorted(Path(results_root).glob("*/*/metrics.csv")):
-        if path.parent.name.startswith("."):  # a --force rerun being built beside a finished run
-            continue
+    found_paths = [*Path(results_root).glob("*/*/metrics.csv"), *Path(results_root).glob("*/*/seed*/metrics.csv")]
+    for path in sorted(found_paths):
+        if path.parent.name.startswith(".") or (path.parent.name.startswith("seed") and
+                                                not is_seed_folder(path.parent)):
+            continue  # a --force rerun being built beside a finished run
         if (path.parent / FINISHED_MARKER).is_file():
             paths.append(path)
         else:
@@ -178,10 +189,10 @@ def read_results(results_root: Path) -> pd.DataFrame:
     frames = []
     for path in paths:
         frame = _read_one(path)
-        expected = (path.parent.parent.name, path.parent.name)
-        found = set(zip(frame["experiment"], frame["profile"]))
+        expected = run_folder_key(path.parent)
+        found = set(zip(frame["experiment"], frame["profile"], frame["seed"].astype(int)))
         if found - {expected}:
-            raise ValueError(f"{path}: rows name (experiment, profile) {sorted(found - {expected})}, "
+            raise ValueError(f"{path}: rows name (experiment, profile, seed) {sorted(found - {expected})}, "
                              f"but the folder says {expected}")
         frames.append(frame)
     return _combine(frames, paths)
@@ -190,5 +201,5 @@ def read_results(results_root: Path) -> pd.DataFrame:
 __all__ = [
     "METRIC_COLUMNS", "KEY_COLUMNS", "CONDITIONS", "ATTACK_CONDITION", "METRICS", "Metric", "SAMPLE_ROWS",
     "SAMPLE_LABEL_WIDTH", "sample_strip", "write_metrics",
-    "read_metrics", "read_results",
+    "read_metrics", "read_results", "run_folder_key",
 ]

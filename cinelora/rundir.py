@@ -4,7 +4,9 @@ without `force` and keeps an unfinished one, which then resumes.
 
 A run of experiment `name` at profile `p` has `results/<name>/<p>/` (`RunDir.out`: small, committed, the paper's
 data; layout and columns in results/SCHEMA.md) and `runs/<name>/<p>/` (`RunDir.state`: checkpoints, generated
-clips; git-ignored). `cinelora.runner` runs the experiments into them.
+clips; git-ignored). A run of seed k > 0 (a study's further seeds, `--seed`) has `results/<name>/<p>/seed<k>/` and
+`runs/<name>/<p>-seed<k>/`; seed 0 keeps the plain folders, which a rerun of it replaces without touching the
+seed folders inside. `cinelora.runner` runs the experiments into them.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,6 +31,7 @@ RESULTS_ROOT = Path("results")  # the committed results: the paper's data
 RUNS_ROOT = Path("runs")
 _roots = [RESULTS_ROOT, RUNS_ROOT]  # where this process's runs go (`use_results_root`)
 FINISHED_MARKER = "provenance.json"  # written last by a run, so its presence means "finished"
+SEED_FOLDER = "seed{seed}"  # results/<name>/<profile>/seed<k>: the run of seed k > 0
 Config = ExperimentConfig | MetricExperimentConfig
 
 
@@ -59,6 +63,8 @@ class RunDir:
             raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
         results_root, runs_root = Path(results_root or _roots[0]), Path(runs_root or _roots[1])
         out, state = results_root / cfg.name / cfg.profile, runs_root / cfg.name / cfg.profile
+        if cfg.seed:
+            out, state = out / SEED_FOLDER.format(seed=cfg.seed), state.with_name(f"{cfg.profile}-seed{cfg.seed}")
         staged = _replacement(out)
         if staged.is_dir():
             if not (staged / FINISHED_MARKER).is_file():
@@ -70,7 +76,8 @@ class RunDir:
     def committed(self) -> Path | None:
         """The same run's folder under the committed results/, when this one is elsewhere."""
         place = self.replaces or self.out
-        committed = RESULTS_ROOT / place.parent.name / place.name
+        depth = 3 if is_seed_folder(place) else 2  # <name>/<profile>[/seed<k>] under the results root
+        committed = RESULTS_ROOT.joinpath(*place.parts[-depth:])
         return None if committed.resolve() == place.resolve() else committed
 
     def stage(self, name: str) -> RunDir:
@@ -151,13 +158,39 @@ def _replacement(out: Path) -> Path:
     return out.with_name(f".{out.name}.replacing")
 
 
+def is_seed_folder(path: Path) -> bool:
+    """Whether `path` is the results folder of a seed k > 0 run (`<profile>/seed<k>`)."""
+    return re.fullmatch(r"seed[1-9][0-9]*", path.name) is not None
+
+
+def _seed_folders(out: Path) -> list[Path]:
+    """The seed<k> runs inside a seed-0 run's folder, with any --force rerun of one being built there."""
+    pattern = re.compile(r"\.?seed[1-9][0-9]*(\.replacing)?")
+    return sorted(p for p in out.iterdir() if p.is_dir() and pattern.fullmatch(p.name)) if out.is_dir() else []
+
+
 def _take_place(staged: Path, out: Path) -> None:
-    """Put the finished `staged` run where `out` is, in two renames (the old run is removed only after)."""
+    """Put the finished `staged` run where `out` is, in two renames (the old run is removed only after); the
+    seed<k> runs inside the old folder move into the new one first."""
+    for seed in _seed_folders(out):
+        seed.rename(staged / seed.name)
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         out.rename(old)
     staged.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_run(place: Path) -> None:
+    """Delete the run in `place`, but not the seed<k> runs inside it."""
+    if not place.is_dir():
+        return
+    keep = _seed_folders(place)
+    for child in place.iterdir():
+        if child.is_dir() and child not in keep:
+            shutil.rmtree(child)
+        elif not child.is_dir():
+            child.unlink()
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -239,7 +272,7 @@ def claim(cfg: Config, force: bool) -> RunDir:
         if (place / FINISHED_MARKER).is_file():  # kept until the new run finishes: a killed rerun loses nothing
             run = RunDir(_replacement(place), run.state, replaces=place)
         else:
-            shutil.rmtree(place, ignore_errors=True)
+            _remove_run(place)
             run = RunDir(place, run.state)
     check_same_config(run, cfg)
     remove_temporaries(run.out)
@@ -249,4 +282,5 @@ def claim(cfg: Config, force: bool) -> RunDir:
 
 
 __all__ = ["RunDir", "ResultsExistError", "ConfigChangedError", "RunLockedError", "claim", "check_same_config",
-           "locked", "use_results_root", "cache_root", "FINISHED_MARKER", "RESULTS_ROOT", "RUNS_ROOT"]
+           "locked", "use_results_root", "cache_root", "is_seed_folder", "FINISHED_MARKER", "SEED_FOLDER",
+           "RESULTS_ROOT", "RUNS_ROOT"]

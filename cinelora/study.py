@@ -22,6 +22,9 @@ ABLATIONS = ("robust_lpips_r4", "robust_lpips_r16", "robust_lpips_r8_eps1", "rob
 # Dependency order: the metric's heads feed the perceptual runs, and an ablation follows its parent.
 EXPERIMENTS = (METRIC_EXPERIMENT, *METHODS, *ABLATIONS)
 CURVE_EXPERIMENTS = (*METHODS, "robust_lpips_r8_noearlystop")  # the main run without early stopping, for contrast
+# The study's seeds (`cinelora run --seed K`: LoRA init, data order, noise, generation); the metric experiment and the
+# instrument are trained once (seed 0), as the evaluators of every seed's runs.
+STUDY_SEEDS = (0, 1, 2)
 # The proxy instrument (proxy and smoke only), in dependency order: the evaluators, then the base model, whose
 # evidence they score (with the LPIPS heads the metric experiment trains on the evaluators' trunk).
 INSTRUMENT = ("proxy_evaluators", "proxy_base")
@@ -73,7 +76,8 @@ PROFILE_TEXT = {
         architecture="smoke"),
 }
 LISTS = {"methods": METHODS, "ablations": ABLATIONS, "experiments": EXPERIMENTS, "curve_experiments": CURVE_EXPERIMENTS,
-         "instrument": INSTRUMENT}
+         "instrument": INSTRUMENT, "seeds": tuple(str(k) for k in STUDY_SEEDS),
+         "metric": (METRIC_EXPERIMENT,)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN", "METRIC_EXPERIMENT", "ABLATIONS", "EXPERIMENTS",
-           "CURVE_EXPERIMENTS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
+           "CURVE_EXPERIMENTS", "STUDY_SEEDS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
 
 if __name__ == "__main__":
     main()

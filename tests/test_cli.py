@@ -31,6 +31,18 @@ def test_dry_run_prints_resolved_config_and_hash(capsys):
     assert f"# sha256: {config_hash(load_config(path, 'smoke'))}" in out and "profile: smoke" in out
 
 
+def test_seed_option_replaces_the_configs_seed_for_generator_experiments_only(capsys):
+    path = ROOT / "experiments" / "lora_r8" / "config.yaml"
+    with pytest.raises(SystemExit):
+        main(["run", "--config", str(path), "--profile", "smoke", "--seed", "2", "--dry-run"])
+    seeded = capsys.readouterr().out
+    assert "\nseed: 2\n" in seeded and config_hash(load_config(path, "smoke")) not in seeded
+    with pytest.raises(SystemExit, match="kind 'metric'; only generator experiments take --seed"):
+        main(["run", "--config", str(ROOT / "experiments" / "rlpips_metric" / "config.yaml"), "--seed", "1"])
+    with pytest.raises(SystemExit, match="--seed -1: expected a seed >= 0"):
+        main(["run", "--config", str(path), "--seed", "-1", "--dry-run"])
+
+
 def test_dry_run_resolves_without_importing_torch_and_takes_a_hardware_preset():
     code = ("import sys\nfrom cinelora.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('torch imported' if 'torch' in sys.modules else 'no torch')")
@@ -108,3 +120,21 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_file(tmp_path, monkeypa
         main(["report", "table2", "--out", str(out)])
     assert str(err.value) == f"cannot write {out}: No space left on device"
     assert not out.exists() and not list(out.parent.iterdir())  # no temporary left behind
+
+
+def test_skip_finished_keeps_a_finished_seed_run_and_does_no_work(tmp_path, monkeypatch, capsys):
+    from cinelora import rundir, runner
+
+    monkeypatch.setattr(rundir, "_roots", list(rundir._roots))  # --results-root sets them for the process
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: pytest.fail("a finished run was run again"))
+    finished = tmp_path / "r" / "lora_r8" / "smoke" / "seed1"
+    finished.mkdir(parents=True)
+    (finished / "provenance.json").write_text("{}")
+    args = ["run", "--config", str(ROOT / "experiments" / "lora_r8" / "config.yaml"), "--results-root",
+            str(tmp_path / "r"), "--skip-finished"]
+    main(args + ["--seed", "1"])
+    assert f"lora_r8 seed 1: finished ({finished}), kept" in capsys.readouterr().out
+    ran = []
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, *a, **k: ran.append(cfg.seed))
+    main(args + ["--seed", "2"])  # not finished: it runs
+    assert ran == [2]

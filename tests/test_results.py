@@ -108,7 +108,7 @@ def test_read_results_rejects_rows_filed_under_another_run(tmp_path):
     path.parent.mkdir(parents=True)
     (path.parent / "provenance.json").write_text("{}")
     write_metrics([metric_row(experiment="lora_r8")], path)
-    with pytest.raises(ValueError, match="folder says \\('lpips_r8', 'smoke'\\)"):
+    with pytest.raises(ValueError, match="folder says \\(.lpips_r8., .smoke., 0\\)"):
         read_results(tmp_path)
 
 
@@ -182,3 +182,17 @@ def test_read_results_leaves_out_an_unfinished_run_and_says_so(tmp_path, capsys)
     assert read_results(tmp_path)["experiment"].tolist() == ["lora_r8"]
     assert read_results(tmp_path)["value"].tolist() == [0.25]
     assert "lpips_r8/smoke: unfinished run (no provenance.json)" in capsys.readouterr().err
+
+
+def test_read_results_reads_the_seed_folders_and_checks_their_seed(tmp_path):
+    for seed in (0, 1, 2):
+        folder = tmp_path / "lora_r8" / "smoke" / (f"seed{seed}" if seed else "")
+        write_metrics([metric_row(seed=seed, value=0.1 * seed)], folder / "metrics.csv")
+        (folder / "provenance.json").write_text("{}")
+    assert read_results(tmp_path)["seed"].tolist() == [0, 1, 2]
+    wrong = tmp_path / "lora_r8" / "smoke" / "seed3"
+    write_metrics([metric_row(seed=1)], wrong / "metrics.csv")
+    (wrong / "provenance.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"seed3/metrics.csv: rows name .*'smoke', 1\)\], but the folder says "
+                                         r"\('lora_r8', 'smoke', 3\)"):
+        read_results(tmp_path)

@@ -151,3 +151,29 @@ def test_a_second_run_of_the_same_experiment_stops_naming_the_holder(in_tmp):
     with locked(cfg):  # released
         pass
     assert not (in_tmp / "runs").exists() and not (in_tmp / "results").exists()  # nothing in the project
+
+
+def test_a_further_seed_runs_in_its_own_folders_inside_and_beside_seed_0s(tmp_path):
+    run = RunDir.of(ExperimentConfig(name="lora_r8", profile="proxy", seed=2), tmp_path / "results", tmp_path / "runs")
+    assert run.out == tmp_path / "results" / "lora_r8" / "proxy" / "seed2"
+    assert run.state == tmp_path / "runs" / "lora_r8" / "proxy-seed2"  # seed 0's --force clears its state alone
+    from cinelora.rundir import RESULTS_ROOT
+    assert run.committed == RESULTS_ROOT / "lora_r8" / "proxy" / "seed2"  # a rerun elsewhere compares with this
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_rerunning_seed_0_keeps_the_other_seeds_runs(in_tmp, finished):
+    seed0, seed1 = ExperimentConfig(name="run", profile="smoke"), ExperimentConfig(name="run", profile="smoke", seed=1)
+    first = claim(seed1, force=False)
+    first.metrics.write_text("seed 1")
+    first.finish(seed1, {}, {})
+    run = claim(seed0, force=False)
+    run.metrics.write_text("old")
+    if finished:
+        run.finish(seed0, {}, {})
+    rerun = claim(seed0, force=True)
+    rerun.metrics.write_text("new")
+    rerun.finish(seed0, {}, {})
+    assert RunDir.of(seed0).metrics.read_text() == "new" and RunDir.of(seed1).metrics.read_text() == "seed 1"
+    assert RunDir.of(seed1).finished and sorted(p.name for p in RunDir.of(seed0).out.iterdir()) == [
+        "config.resolved.yaml", "config.sha256", "metrics.csv", "provenance.json", "seed1"]
