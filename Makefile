@@ -30,7 +30,8 @@ DOCS  := docs
 METRICS        := $(sort $(wildcard results/*/*/metrics.csv results/*/*/seed*/metrics.csv))
 CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
 RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json results/*/*/seed*/provenance.json))
-BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv))
+BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv \
+                    results/bench/proxy_loop_*.csv))
 BENCH_PROV     := $(sort $(wildcard results/bench/provenance_*.json))
 BENCH_DOC      := $(sort $(wildcard results/bench/steps_*.csv results/bench/withdrawn.csv results/bench/provenance_*.json \
                     results/bench/attention_*.csv results/bench/terms_*.csv))

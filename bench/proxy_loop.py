@@ -30,7 +30,7 @@ from cinelora.runner import prepare_world, run_experiment
 from cinelora.rundir import use_results_root
 
 MAIN_CONFIG = Path("experiments/robust_lpips_r8/config.yaml")
-COLUMNS = ("device", "profile", "figure", "value", "unit")
+COLUMNS = ("device", "profile", "frames", "height", "width", "figure", "value", "unit")
 
 
 def generation_rate(cfg: ExperimentConfig, repeats: int = 3) -> dict[str, float]:
@@ -80,7 +80,8 @@ UNITS = {"generation_batch": "clips", "generation_s_per_batch": "s", "generation
 
 def write_figures(figures: dict[str, float], cfg: ExperimentConfig, out: Path, label: str, seconds: float) -> Path:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    lines = [",".join(COLUMNS)] + [f"{device},{cfg.profile},{name},{value:.6f},{UNITS.get(name, 's')}"
+    clip = f"{cfg.data.num_frames},{cfg.data.height},{cfg.data.width}"
+    lines = [",".join(COLUMNS)] + [f"{device},{cfg.profile},{clip},{name},{value:.6f},{UNITS.get(name, 's')}"
                                    for name, value in figures.items()]
     path = out / f"proxy_loop_{label}.csv"
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -287,5 +287,7 @@ def test_the_proxy_loop_figures_are_measured_and_written(tiny_world, tmp_path):
     path = proxy_loop.write_figures(figures, cfg, tmp_path, "test", 1.0)
     rows = list(csv.DictReader(path.open()))
     assert [r["figure"] for r in rows] == list(figures) and {r["profile"] for r in rows} == {"smoke"}
+    assert {(r["frames"], r["height"], r["width"]) for r in rows} == {
+        (str(cfg.data.num_frames), str(cfg.data.height), str(cfg.data.width))}  # Table 4's clip column
     assert {r["figure"]: r["unit"] for r in rows}["generation_clips_per_s"] == "clips/s"
     assert json.loads((tmp_path / "proxy_loop_test.json").read_text())["profile"] == "smoke"

@@ -481,3 +481,22 @@ def test_the_cache_time_is_the_sum_of_the_four_encodings_of_the_largest_true_siz
     assert values == {"TrueSizeCacheSeconds": r"\ensuremath{19.5}", "TrueSizeCacheDevice": "H100"}
     incomplete = {p: [r for r in rs if r["stage"] != "vae_latents"] for p, rs in configuration.items()}
     assert {m.value for m in numbers.cache_macros(table4.ComputeInputs({}, incomplete, {}))} == {numbers.NOT_AVAILABLE}
+
+
+def test_the_proxy_loop_gives_table4_its_cache_generation_and_experiment_rows(tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    figures = {"cache_clips": 40, "cache_s_per_clip": 0.0125, "cache_model_load_s": 1.5, "generation_batch": 128,
+               "generation_s_per_batch": 0.64, "generation_clips_per_s": 200.0, "experiment_total_s": 52.25}
+    for label, device in (("h200", "NVIDIA H200"), ("cpu", "cpu")):
+        lines = ["device,profile,frames,height,width,figure,value,unit"] + [
+            f"{device},proxy,17,64,64,{name},{value},s" for name, value in figures.items()]
+        (bench / f"proxy_loop_{label}.csv").write_text("\n".join(lines) + "\n")
+    rows = [r for r in table4.table4_rows(table4.read_compute(tmp_path)) if r.scale == "proxy"]
+    gpu = {r.cells[0]: r.cells for r in rows if r.device == "H200"}
+    assert gpu["cache the training clips"][6] == "$1.5$ / $0.0125$"
+    assert gpu["generate 128 clips ($200$ clips/s)"][1:3] == (r"$17{\times}64{\times}64$", "$0.64$")
+    assert gpu[r"one \texttt{robust\_lpips\_r8} experiment-seed"][2] == "$52.2$"
+    cpu = [r.cells for r in rows if r.device == "CPU"]
+    assert len(cpu) == 3 and not any("$" in cell for cells in cpu for cell in cells[2:])  # CPU times not quoted
+    assert "proxy-loop rows" in table4.make_table4(table4.read_compute(tmp_path))

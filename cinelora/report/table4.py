@@ -4,6 +4,8 @@ Two sources, grouped by scale (true size, proxy, smoke):
 - `results/bench/` (`python -m bench`): `steps_<label>.csv` (one row per case and figure: median
   seconds per step, peak allocated GiB, MFU, or an `oom`/`error` flag) and `configuration_<label>.csv` (seconds
   per stage of building every component and caching one clip). Its `architecture` column names the scale.
+- `results/bench/proxy_loop_<label>.csv` (`python -m bench.proxy_loop`): the proxy loop's cache seconds per clip,
+  batched generation and one experiment-seed of the main method, end to end;
 - the training runs of Table 2's methods, `results/<experiment>/<proxy|smoke>/train_log.jsonl` (median of the
   logged `s_per_step`, max `peak_mem_gib`) with the run's `provenance.json` (device; peak process memory on a CPU)
   and `config.resolved.yaml` (clip size).
@@ -16,7 +18,7 @@ import itertools
 import json
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -24,7 +26,7 @@ import yaml
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
 from cinelora.report import latex_escape
-from cinelora.study import METHODS, PROFILE_TEXT
+from cinelora.study import MAIN, METHODS, PROFILE_TEXT
 
 SCALES = {t.architecture: t.scale for t in PROFILE_TEXT.values()}  # bench architecture -> scale
 SCALE_TITLES = {t.scale: t.scale_title for t in PROFILE_TEXT.values()}  # in display order
@@ -56,6 +58,7 @@ class ComputeInputs:
     bench_configuration: dict[Path, list[dict]]
     runs: dict[tuple[str, str], dict]  # (profile, experiment) -> {"log", "provenance", "config", "files"}
     withdrawn: tuple[dict, ...] = ()
+    proxy_loop: dict[Path, list[dict]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ def read_compute(results_root: Path) -> ComputeInputs:
                     "files": (log, prov, config)}
     withdrawn = tuple(_read_csv(bench / "withdrawn.csv")) if (bench / "withdrawn.csv").is_file() else ()
     return ComputeInputs({p: _read_csv(p) for p in sorted(bench.glob("steps_*.csv"))},
-                         {p: _read_csv(p) for p in sorted(bench.glob("configuration_*.csv"))}, runs, withdrawn)
+                         {p: _read_csv(p) for p in sorted(bench.glob("configuration_*.csv"))}, runs, withdrawn,
+                         {p: _read_csv(p) for p in sorted(bench.glob("proxy_loop_*.csv"))})
 
 
 def _seconds(value: float) -> str:
@@ -194,6 +198,36 @@ def _bench_configuration_rows(path: Path, rows: list[dict]) -> list[Row]:
     return out
 
 
+def _proxy_loop_rows(path: Path, rows: list[dict]) -> list[Row]:
+    """The proxy loop's rows of one `bench.proxy_loop` run: caching, batched generation, one experiment-seed."""
+    if not rows:
+        return []
+    first = rows[0]
+    figures = {r["figure"]: float(r["value"]) for r in rows}
+    scale, device = PROFILE_TEXT[first["profile"]].scale, _device(first["device"])
+    clip, label = _clip(first["frames"], first["height"], first["width"]), f"{_label(path)}: {first['device']}"
+    timed = first["device"] != "cpu"
+
+    def time_cell(value: float) -> str:  # a CPU's wall time is not quoted (CPU_NOT_TIMED)
+        return _seconds(value) if timed else CPU_NOT_TIMED
+
+    out = []
+    if "cache_s_per_clip" in figures:
+        out.append(Row(scale, device, ("cache the training clips", clip, *[NOT_APPLICABLE] * 4,
+                                       f"{time_cell(figures['cache_model_load_s'])} / "
+                                       f"{time_cell(figures['cache_s_per_clip'])}"), f"{label} cache", (path,)))
+    if "generation_s_per_batch" in figures:
+        rate = f" (${figures['generation_clips_per_s']:.0f}$ clips/s)" if timed else ""
+        out.append(Row(scale, device, (f"generate {figures['generation_batch']:.0f} clips{rate}", clip,
+                                       time_cell(figures["generation_s_per_batch"]), *[NOT_APPLICABLE] * 4),
+                       f"{label} generation", (path,)))
+    if "experiment_total_s" in figures:
+        out.append(Row(scale, device, (rf"one \texttt{{{latex_escape(MAIN)}}} experiment-seed", clip,
+                                       time_cell(figures["experiment_total_s"]), *[NOT_APPLICABLE] * 4),
+                       f"{label} experiment-seed", (path,)))
+    return out
+
+
 def _run_row(profile: str, experiment: str, run: dict) -> Row:
     steps = [r["s_per_step"] for r in run["log"] if r.get("s_per_step") is not None]
     gpu = [r["peak_mem_gib"] for r in run["log"] if r.get("peak_mem_gib") is not None]
@@ -216,6 +250,7 @@ def table4_rows(inputs: ComputeInputs) -> list[Row]:
     standing = current_bench_steps(inputs).steps
     steps = [r for p, rs in standing.items() for r in _bench_step_rows(p, rs, inputs.bench_steps[p])]
     rows += sorted(steps, key=lambda r: (r.device, _clip_size(r.cells[1]), r.cells[0]))
+    rows += [r for p, rs in inputs.proxy_loop.items() for r in _proxy_loop_rows(p, rs)]
     rows += [_run_row(p, e, run) for (p, e), run in sorted(
         inputs.runs.items(), key=lambda item: (PROFILES.index(item[0][0]), METHODS.index(item[0][1])))]
     for scale in SCALE_TITLES:
@@ -255,6 +290,11 @@ def _caption(rows: list[Row], inputs: ComputeInputs) -> str:
         text += f"; s/step ``{CPU_NOT_TIMED}'': a CPU run, whose wall time is not quoted (it varies between reruns)"
     if any(r"\dagger" in cell for r in rows for cell in r.cells):
         text += r"; ${}^\dagger$: CPU run, peak resident memory of the whole process (training and evaluation)"
+    if inputs.proxy_loop:
+        text += (r"; proxy-loop rows (\texttt{python -m bench.proxy_loop}): caching the training clips (model load / "
+                 "seconds per clip), one batch of generated clips and one whole experiment-seed (world, training, "
+                 "evaluation of every domain, clean and attacked), s/step holding the seconds of the batch or of "
+                 "the experiment-seed")
     text += (r". Speed-up: the baseline case's s/step (the plain diffusers + peft + gradient-checkpointing step) "
              "over the case's, both from the same run at the same clip size")
     bench = current_bench_steps(inputs)
