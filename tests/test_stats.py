@@ -1,10 +1,14 @@
-"""Bootstrap confidence intervals (coverage, clusters over seeds) and the paired test's choice and power."""
+"""Bootstrap confidence intervals (coverage, seeds then clips), the paired test's choice and power, its effect size
+and Holm's correction."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from cinelora.stats import MIN_WILCOXON_PAIRS, bootstrap_mean_ci, paired_test
+from cinelora.stats import (
+    HIERARCHICAL, MIN_WILCOXON_PAIRS, bootstrap_mean_ci, holm_adjust, paired_test, rank_biserial,
+)
 
 
 def test_bootstrap_ci_covers_the_true_mean_at_about_its_nominal_rate():
@@ -17,20 +21,39 @@ def test_bootstrap_ci_covers_the_true_mean_at_about_its_nominal_rate():
     assert 0.88 <= covered / repetitions <= 0.99
 
 
-def test_cluster_bootstrap_over_clips_covers_when_seeds_share_clip_effects():
-    # value = clip difficulty + seed noise: the seeds of one clip are correlated, so the clip is the unit
+def test_hierarchical_bootstrap_covers_when_clips_and_seeds_both_vary():
+    # value = clip difficulty (shared by the seeds) + seed offset (a whole run) + noise; the true mean is 0
     rng = np.random.default_rng(1)
-    n_seeds, n_clips, repetitions = 3, 20, 100
-    covered_cluster = covered_flat = 0
+    n_seeds, n_clips, repetitions = 3, 20, 200
+    covered = {"hierarchical": 0, "clips only": 0, "flat": 0}
     for _ in range(repetitions):
-        values = rng.normal(0.0, 1.0, n_clips) + rng.normal(0.0, 0.2, (n_seeds, n_clips))
-        cluster = bootstrap_mean_ci(values, n_resamples=999)
-        flat = bootstrap_mean_ci(values.ravel(), n_resamples=999)  # pretends 60 independent values
-        assert cluster.n == n_seeds * n_clips and cluster.mean == pytest.approx(values.mean())
-        covered_cluster += cluster.low <= 0.0 <= cluster.high
-        covered_flat += flat.low <= 0.0 <= flat.high
-    assert 0.85 <= covered_cluster / repetitions <= 1.0
-    assert covered_flat < covered_cluster  # too narrow without the clip structure
+        values = (rng.normal(0.0, 1.0, n_clips) + rng.normal(0.0, 0.3, (n_seeds, 1))
+                  + rng.normal(0.0, 0.2, (n_seeds, n_clips)))
+        cis = {"hierarchical": bootstrap_mean_ci(values, n_resamples=999),
+               "clips only": bootstrap_mean_ci(values.mean(axis=0), n_resamples=999),  # ignores the seed offsets
+               "flat": bootstrap_mean_ci(values.ravel(), n_resamples=999)}  # pretends 60 independent values
+        assert cis["hierarchical"].n == n_seeds * n_clips and cis["hierarchical"].mean == pytest.approx(values.mean())
+        for name, ci in cis.items():
+            covered[name] += ci.low <= 0.0 <= ci.high
+    assert cis["hierarchical"].method == HIERARCHICAL
+    assert 0.85 <= covered["hierarchical"] / repetitions <= 0.99
+    assert covered["flat"] < covered["clips only"] < covered["hierarchical"]
+
+
+def test_hierarchical_bootstrap_widens_when_seeds_disagree_and_draws_clips_once_for_all_seeds():
+    clips = np.random.default_rng(4).gamma(2.0, 0.1, 30)
+    agree = np.tile(clips, (3, 1))
+    # the same clips, each seed's run shifted: the seed spread (0.1) is about 4 times the clip mean's standard error
+    disagree = agree + np.array([[-0.1], [0.0], [0.1]])
+    same, shifted = bootstrap_mean_ci(agree), bootstrap_mean_ci(disagree)
+    assert same.method == shifted.method == HIERARCHICAL and same.mean == pytest.approx(shifted.mean)
+    assert shifted.half_width > 1.5 * same.half_width  # a clips-only bootstrap would give the same width
+    # identical seeds: the interval is the clips' own percentile interval, not 1/sqrt(3) of it as it would be if
+    # each seed drew its clips anew
+    alone = stats.bootstrap((clips,), np.mean, n_resamples=9999, method="percentile",
+                            rng=np.random.default_rng(0)).confidence_interval
+    assert same.half_width == pytest.approx((alone.high - alone.low) / 2, rel=0.1)
+    assert bootstrap_mean_ci(disagree) == shifted  # a fresh generator per call
 
 
 def test_bootstrap_ci_is_reproducible_and_handles_degenerate_samples():
@@ -69,3 +92,52 @@ def test_paired_test_choice_follows_the_documented_rule():
         assert none.test_name == "none" and none.p_value is None and none.statistic is None
     with pytest.raises(ValueError, match="equal length"):
         paired_test(b, b[:3])
+
+
+def test_rank_biserial_on_constructed_differences():
+    assert rank_biserial(np.array([0.1, 0.4, 0.2])) == 1.0
+    assert rank_biserial(np.array([-0.1, -0.4])) == -1.0
+    # ranks of |d| 1, 2, 3, 4: T+ = 1 + 2 + 4 = 7, T- = 3, r = (7 - 3) / 10; zeros are dropped
+    assert rank_biserial(np.array([0.0, 1.0, 2.0, -3.0, 4.0, 0.0])) == pytest.approx(0.4)
+    assert rank_biserial(np.array([1.0, -1.0, 2.0])) == pytest.approx(0.5)  # tied ranks 1.5: (4.5 - 1.5) / 6
+    assert rank_biserial(np.zeros(3)) is None
+
+
+def test_paired_test_carries_the_rank_biserial_of_method_minus_baseline():
+    rng = np.random.default_rng(5)
+    baseline = rng.normal(0.5, 0.1, 12)
+    better = paired_test(baseline - 0.05, baseline)  # every clip lower
+    assert better.test_name == "Wilcoxon signed-rank" and better.rank_biserial == -1.0
+    mixed = paired_test(baseline + rng.normal(0.01, 0.02, 12), baseline)
+    total = 12 * 13 / 2  # T+ + T-, and the two-sided statistic is min(T+, T-)
+    assert abs(mixed.rank_biserial) == pytest.approx(1 - 2 * mixed.statistic / total)
+    few = paired_test(np.array([0.5, 0.6, 0.7]), np.array([0.4, 0.8, 0.4]))  # d = 0.1, -0.2, 0.3: ranks 1, 2, 3
+    assert few.test_name == "paired t-test" and few.rank_biserial == pytest.approx((1 + 3 - 2) / 6)
+    assert paired_test(baseline, baseline).rank_biserial is None
+
+
+def test_holm_adjusts_a_hand_checked_example_and_passes_none_through():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running maximum 0.02, 0.03, 0.06, 0.06
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm_adjust([None, 0.01, 0.04, None, 0.03, 0.005])
+    assert adjusted[0] is None and adjusted[3] is None  # no test: not counted in m either
+    assert [adjusted[i] for i in (1, 2, 4, 5)] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.4, 0.7, 0.45]) == [1.0, 1.0, 1.0]  # 3 x 0.4 capped at 1, then the running maximum
+    assert holm_adjust([]) == [] and holm_adjust([None]) == [None]
+
+
+def test_holm_is_monotone_and_rejects_what_the_step_down_procedure_rejects():
+    rng = np.random.default_rng(6)
+    alpha = 0.05
+    for _ in range(50):
+        p = list(rng.uniform(0, 0.1, 8) ** rng.uniform(1, 3))
+        adjusted = holm_adjust(p)
+        order = np.argsort(p, kind="stable")
+        assert all(np.diff([adjusted[i] for i in order]) >= 0)  # the order of the raw p-values kept
+        assert all(a >= q for a, q in zip(adjusted, p)) and max(adjusted) <= 1.0
+        rejected = set()  # Holm (1979): reject in ascending order while p_(k) <= alpha / (m - k)
+        for k, i in enumerate(order):
+            if p[i] > alpha / (len(p) - k):
+                break
+            rejected.add(i)
+        assert {i for i, a in enumerate(adjusted) if a <= alpha} == rejected
