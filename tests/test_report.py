@@ -26,6 +26,7 @@ from cinelora import cli, rundir, study
 from cinelora.config import PROFILES, load_config
 from cinelora.report import bootstrap_mean_ci, figures, numbers, provenance_list, table2, table3, table4
 from cinelora.results import read_metrics, read_results, write_metrics
+from cinelora.stats import holm_adjust
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -74,6 +75,22 @@ def clip_values(metrics: pd.DataFrame, experiment: str, domain: str, metric: str
     rows = metrics.query("experiment == @experiment and domain == @domain and metric == @metric "
                          "and condition == @condition")
     return rows.set_index("clip")["value"].sort_index()
+
+
+def raw_p(a: pd.Series, b: pd.Series) -> float:
+    """The fixture's paired tests by hand: Wilcoxon at 6 clips (cinematic), paired t-test at 3 (actors)."""
+    return (stats.wilcoxon(a - b) if len(a) >= 6 else stats.ttest_rel(a, b)).pvalue
+
+
+def rank_biserial_via_wilcoxon(d: pd.Series) -> float:
+    """(T+ - T-) / (T+ + T-) from scipy's one-sided statistic T+, with T+ + T- = n (n + 1) / 2 (no zero d)."""
+    total = len(d) * (len(d) + 1) / 2
+    return (2 * stats.wilcoxon(d, alternative="greater").statistic - total) / total
+
+
+def subscript(cell: str) -> float | None:
+    match = re.search(r"_\{([+-][0-9.]+)\}\$", cell)
+    return float(match[1]) if match else None
 
 
 # --- the fixture and the snapshots -------------------------------------------------------------------------------
@@ -141,19 +158,28 @@ def test_table2_bolds_the_best_mean_of_each_domain_and_metric(metrics):
     assert len({m for cells in rows.values() for m in cells if r"\mathbf" in m}) > 2
 
 
-def test_table2_marks_differences_from_the_baseline_by_the_paired_test_named_in_the_caption(metrics):
+def test_table2_marks_differences_from_the_baseline_by_holm_corrected_paired_tests_with_their_effect_sizes(metrics):
     table = table2.make_table2(metrics)
     rows = body_rows(table)
-    for domain, label, test in (("cinematic", "cinematic (fine-tuning)", stats.wilcoxon),
-                                ("actors", "actors (held out)", stats.ttest_rel)):
-        base = clip_values(metrics, "lora_r8", domain, "lpips")
-        for method in ("base", "lpips_r8", "robust_lpips_r8"):
-            other = clip_values(metrics, method, domain, "lpips")
-            p = (test(other - base) if test is stats.wilcoxon else test(other, base)).pvalue
-            assert rows[label, method][2].endswith("^{*}$") == (p < 0.05), (domain, method, p)
+    tested, raw = [], []
+    for domain, label in (("cinematic", "cinematic (fine-tuning)"), ("actors", "actors (held out)")):
+        for column, metric in ((1, "clip_sim"), (2, "lpips")):
+            base = clip_values(metrics, "lora_r8", domain, metric)
+            for method in ("base", "lpips_r8", "robust_lpips_r8"):
+                other = clip_values(metrics, method, domain, metric)
+                tested.append((label, method, column))
+                raw.append(raw_p(other, base))
+                assert subscript(rows[label, method][column]) == pytest.approx(
+                    rank_biserial_via_wilcoxon(other - base), abs=0.005)
+        assert subscript(rows[label, "lora_r8"][2]) is None  # the baseline is not compared with itself
+    adjusted = holm_adjust(raw)
+    marks = ["^{*}" in rows[label, method][column] for label, method, column in tested]
+    assert marks == [p < 0.05 for p in adjusted]
+    # the fixture has a mark that the correction removes, and one that survives it
+    assert any(r < 0.05 <= a for r, a in zip(raw, adjusted)) and any(marks)
     assert "two-sided Wilcoxon signed-rank or paired t-test (3--6 clips" in table
-    assert r"differs from \texttt{lora\_r8} on the same clips at $p < 0.05$" in table
-    assert "no correction for multiple comparisons" in table
+    assert (r"differs from \texttt{lora\_r8} on the same clips at $p < 0.05$ after Holm's correction over the "
+            f"table's {len(raw)} tests") in table
 
 
 def test_table2_caption_labels_smoke_and_proxy_and_keeps_profiles_apart(metrics):
@@ -204,10 +230,20 @@ def test_table3_robustness_is_the_per_clip_attacked_minus_clean_change_tested_ag
         assert rows[experiment][2].startswith(f"${ci.mean:.4f} \\pm {ci.half_width:.4f}")
         clean = clip_values(metrics, experiment, "actors", "lpips")
         assert rows[experiment][0].startswith(f"${clean.mean():.3f}")
+    # Holm over the table's tests: every column but the clip-sim change, whose attack shifts all clips alike
+    columns = {0: ("lpips", None), 1: ("clip_sim", None), 2: ("lpips", "attacked")}
+    raw, marks = [], []
     for experiment in ("robust_lpips_r4", "robust_lpips_r8_noadv"):
-        p = stats.ttest_rel(delta[experiment], delta["robust_lpips_r8"]).pvalue
-        assert rows[experiment][2].endswith("^{*}$") == (p < 0.05)
-    assert not any(cell.endswith("^{*}$") for cell in rows["robust_lpips_r8"])
+        for column, (metric, attacked) in columns.items():
+            a, b = (clip_values(metrics, e, "actors", metric) for e in (experiment, "robust_lpips_r8"))
+            if attacked:
+                a, b = (clip_values(metrics, e, "actors", metric, attacked) - v
+                        for e, v in ((experiment, a), ("robust_lpips_r8", b)))
+            raw.append(stats.ttest_rel(a, b).pvalue)
+            marks.append("^{*}" in rows[experiment][column])
+        assert subscript(rows[experiment][3]) is None and "^{*}" not in rows[experiment][3]
+    assert marks == [p < 0.05 for p in holm_adjust(raw)]
+    assert not any("^{*}" in cell or subscript(cell) is not None for cell in rows["robust_lpips_r8"])
 
 
 def test_table3_without_the_parent_run_or_without_ablations(metrics, configs):
@@ -342,7 +378,13 @@ def test_numbers_quote_the_main_method_against_the_baseline(metrics):
     values = {m.name: m.value for m in numbers.study_macros(metrics, Path("results"))}
     main, base = (clip_values(metrics, e, "actors", "lpips") for e in ("robust_lpips_r8", "lora_r8"))
     assert values["MainMinusLoraHeldOutLpips"] == rf"\ensuremath{{{(main - base).mean():.4f}}}"
-    assert values["MainVsLoraP"] == rf"\ensuremath{{{stats.ttest_rel(main, base).pvalue:.2g}}}"
+    # Holm-adjusted over Table 2's tests (2 domains x 3 methods x 2 metrics) and this one
+    family = [raw_p(clip_values(metrics, m, d, metric), clip_values(metrics, "lora_r8", d, metric))
+              for d in ("cinematic", "actors") for m in ("base", "lpips_r8", "robust_lpips_r8")
+              for metric in ("clip_sim", "lpips")]
+    adjusted = holm_adjust([*family, stats.ttest_rel(main, base).pvalue])[-1]
+    assert values["MainVsLoraP"] == rf"\ensuremath{{{adjusted:.2g}}}" and values["MainVsLoraFamily"] == "13"
+    assert values["MainVsLoraEffect"] == rf"\ensuremath{{{rank_biserial_via_wilcoxon(main - base):.2f}}}"
     assert values["HeldOutLpipsMain"] == rf"\ensuremath{{{main.mean():.3f}}}"
     assert values["StudyProfile"] == "smoke" and values["StudyHeldOutDomains"] == "actors"
 

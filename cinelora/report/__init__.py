@@ -15,7 +15,7 @@ import matplotlib
 
 from cinelora.atomic import atomic_write_bytes
 from cinelora.config import PROFILES
-from cinelora.stats import BOOTSTRAP_SEED, CONFIDENCE, N_RESAMPLES, MeanCI, bootstrap_mean_ci
+from cinelora.stats import BOOTSTRAP_SEED, CONFIDENCE, HIERARCHICAL, N_RESAMPLES, MeanCI, bootstrap_mean_ci
 from cinelora.study import PROFILE_TEXT
 
 matplotlib.use("Agg")  # before any figure module imports pyplot: no display needed, the same bytes everywhere
@@ -40,13 +40,26 @@ def fixed(value: float, decimals: int) -> str:
     return f"{round(value, decimals) + 0.0:.{decimals}f}"
 
 
-def format_mean_ci(ci: MeanCI, decimals: int, bold: bool = False, mark: bool = False) -> str:
-    """"$0.412 \\pm 0.020$", bold and/or with ${}^{*}$; one clip (no interval): "$0.412$ (1 clip)"."""
+def format_mean_ci(ci: MeanCI, decimals: int, bold: bool = False, mark: bool = False,
+                   effect: float | None = None) -> str:
+    """"$0.412 \\pm 0.020$", bold and/or with ${}^{*}$, an effect size as subscript: "$0.412 \\pm 0.020^{*}_{-0.83}$";
+    one clip (no interval): "$0.412$ (1 clip)"."""
     number = fixed(ci.mean, decimals)
     if ci.half_width is not None:
         number += rf" \pm {fixed(ci.half_width, decimals)}"
     text = (rf"\mathbf{{{number}}}" if bold else number) + ("^{*}" if mark else "")
+    if effect is not None:
+        text += f"_{{{round(effect, 2) + 0.0:+.2f}}}"
     return f"${text}$" + (" (1 clip)" if ci.half_width is None else "")
+
+
+def ci_phrase(methods: set[str]) -> str:
+    """How a table's bootstrap CIs were drawn, for its caption, from its cells' `MeanCI.method`s."""
+    parts = [part for part, used in (
+        ("one seed: BCa over resampled clips, percentile where BCa is undefined", methods & {"BCa", "percentile"}),
+        ("several seeds: percentile, each resample drawing seeds, then clips, with replacement",
+         HIERARCHICAL in methods)) if used]
+    return "; ".join([f"{N_RESAMPLES} resamples", *parts])
 
 
 def count_phrase(counts: set[int], noun: str) -> str:
@@ -83,5 +96,5 @@ def save_figure(fig: matplotlib.figure.Figure, pdf: Path) -> None:
 
 
 __all__ = ["MeanCI", "bootstrap_mean_ci", "CONFIDENCE", "N_RESAMPLES", "BOOTSTRAP_SEED", "ARROWS", "STYLE",
-           "latex_escape", "fixed", "format_mean_ci", "count_phrase", "scale_notes", "most_real_profile",
+           "latex_escape", "fixed", "format_mean_ci", "ci_phrase", "count_phrase", "scale_notes", "most_real_profile",
            "save_figure"]

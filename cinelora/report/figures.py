@@ -197,7 +197,7 @@ def bar_rows(metrics: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
 
 def make_domain_bars(metrics: pd.DataFrame) -> plt.Figure:
     """One panel per metric of `BAR_METRICS`: per domain, one bar per method (clean frames) at the mean over
-    clips, with its 95% bootstrap CI as the error bar (none for a single clip)."""
+    clips (and seeds), with its 95% bootstrap CI as the error bar (`bootstrap_mean_ci`; none for a single clip)."""
     profile, rows = bar_rows(metrics)
     if profile is None:
         raise ValueError(f"domain bars: no clean rows of {list(BAR_METRICS)} for methods {list(METHODS)}")
@@ -225,7 +225,7 @@ def make_domain_bars(metrics: pd.DataFrame) -> plt.Figure:
             ax.set_xticks(np.arange(len(domains)), [domain_title(d).replace(" (", "\n(") for d in domains])
             ax.grid(True, axis="y", linewidth=0.3)
         fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(methods), frameon=False)
-        fig.suptitle(f"Per-domain means (clean conditioning frames) with 95% bootstrap CIs over clips\n"
+        fig.suptitle(f"Per-domain means (clean conditioning frames) with 95% bootstrap CIs over clips (and seeds)\n"
                      f"{PROFILE_TEXT[profile].title}", fontsize=8)
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

@@ -5,6 +5,10 @@ knows the results files it comes from (`make provenance` lists them). A number w
 Groups: the generator study at its most real profile (held-out LPIPS / CLIP-SIM per method, the main method
 against the baseline with a paired test, robustness), training facts, metric robustness (Table 1's 2AFC
 scores), and true-size compute from `results/bench/`.
+
+The main comparison's p-value (`\\MainVsLoraP`) is Holm-adjusted, not raw: its family is Table 2's tests plus
+this one (`\\MainVsLoraFamily` tests), since it is one more test of the same methods against the baseline;
+`\\MainVsLoraEffect` is its effect size, the rank-biserial correlation (`cinelora.stats.rank_biserial`).
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ import pandas as pd
 from cinelora.atomic import atomic_write_text
 from cinelora.report import bootstrap_mean_ci, count_phrase, figures, fixed, latex_escape, most_real_profile
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
-from cinelora.report.table2 import clip_matrix, clip_means, paired_on_clips
+from cinelora.report.table2 import baseline_tests, clip_matrix, clip_means, paired_on_clips, table2_groups
 from cinelora.report.table3 import held_out_values
 from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, read_results
+from cinelora.stats import holm_adjust
 from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, TRAIN_DOMAIN
 
 NOT_AVAILABLE = "n/a"
@@ -30,7 +35,7 @@ METHOD_NAMES = {"base": "Base", "lora_r8": "Lora", "lpips_r8": "Lpips", "robust_
 STUDY_COLUMNS = {("clean", "lpips"): "HeldOutLpips", ("clean", "clip_sim"): "HeldOutClipSim",
                  ("delta", "lpips"): "RobustnessLpips"}
 MAIN_VS_BASELINE = ("MainMinusLoraHeldOutLpips", "MainMinusLoraHeldOutLpipsCI", "MainVsLoraTest", "MainVsLoraP",
-                    "MainVsLoraPairs")
+                    "MainVsLoraFamily", "MainVsLoraEffect", "MainVsLoraPairs")
 BASELINE_CASE = "baseline_480p"  # the plain diffusers + peft + gradient-checkpointing step (bench plan `full`)
 
 
@@ -88,12 +93,14 @@ def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
             digits = 3 + (column[0] == "delta")  # a change is smaller than the metric itself: one more digit
             value = _num(bootstrap_mean_ci(clip_matrix(group)).mean, digits) if len(group) else NOT_AVAILABLE
             macros.append(Macro(prefix + suffix, value, _metrics_files(results_root, group)))
-    macros += _main_vs_baseline(values[("clean", "lpips")], results_root)
+    table2_family = [t.p_value for t in baseline_tests(table2_groups(metrics)).values()]
+    macros += _main_vs_baseline(values[("clean", "lpips")], table2_family, results_root)
     return macros
 
 
-def _main_vs_baseline(lpips: pd.DataFrame, results_root: Path) -> list[Macro]:
-    """The main method minus the baseline on held-out LPIPS: mean per-clip difference, its CI and the test."""
+def _main_vs_baseline(lpips: pd.DataFrame, family: list[float | None], results_root: Path) -> list[Macro]:
+    """The main method minus the baseline on held-out LPIPS: mean per-clip difference, its CI, the test, its p-value
+    Holm-adjusted over `family` (Table 2's p-values) and this one, and its effect size."""
     main, base = lpips[lpips["experiment"] == MAIN], lpips[lpips["experiment"] == BASELINE]
     test = paired_on_clips(main, base) if len(main) and len(base) else None
     sources = _metrics_files(results_root, pd.concat([main, base]))
@@ -103,7 +110,11 @@ def _main_vs_baseline(lpips: pd.DataFrame, results_root: Path) -> list[Macro]:
     common = a.index.intersection(b.index)
     ci = bootstrap_mean_ci((a[common] - b[common]).to_numpy())
     interval = NOT_AVAILABLE if ci.low is None else rf"\ensuremath{{[{fixed(ci.low, 4)}, {fixed(ci.high, 4)}]}}"
-    values = (_num(ci.mean, 4), interval, test.test_name, _p(test.p_value), str(test.n))
+    tests = [*family, test.p_value]
+    p_holm = holm_adjust(tests)[-1]
+    size = str(sum(p is not None for p in tests)) if p_holm is not None else NOT_AVAILABLE
+    r = _num(test.rank_biserial, 2) if test.rank_biserial is not None else NOT_AVAILABLE
+    values = (_num(ci.mean, 4), interval, test.test_name, _p(p_holm), size, r, str(test.n))
     return [Macro(n, v, sources) for n, v in zip(MAIN_VS_BASELINE, values)]
 
 

@@ -4,13 +4,14 @@ Rows: per profile (full, proxy, smoke), per domain (the fine-tuning domain first
 row per method. Columns: FVD with its sample size N (one value per domain: no CI), CLIP-SIM and LPIPS as the
 mean over clips (and seeds) ± half the width of the 95% bootstrap CI. Bold: the best mean of a column within a
 (profile, domain) block. ${}^{*}$: the per-clip values differ from the `lora_r8` baseline on the same clips
-(`cinelora.stats.paired_test`, two-sided, p < 0.05); the caption names the tests used.
+(`cinelora.stats.paired_test`, two-sided, p < 0.05 after Holm's correction over all the table's tests); subscript:
+the test's rank-biserial effect size. The caption names the tests used and counts them.
 
 The per-clip statistics that Table 3, the figures and `numbers.tex` share live here too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,9 @@ import pandas as pd
 
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
-from cinelora.report import ARROWS, count_phrase, fixed, format_mean_ci, latex_escape, scale_notes
+from cinelora.report import ARROWS, ci_phrase, count_phrase, fixed, format_mean_ci, latex_escape, scale_notes
 from cinelora.results import KEY_COLUMNS, METRICS, read_results
-from cinelora.stats import CONFIDENCE, N_RESAMPLES, MeanCI, PairedTest, bootstrap_mean_ci, paired_test
+from cinelora.stats import CONFIDENCE, MeanCI, PairedTest, bootstrap_mean_ci, holm_adjust, paired_test
 from cinelora.study import BASELINE, METHODS, TRAIN_DOMAIN
 
 TABLE2_METRICS = ("fvd", "clip_sim", "lpips")  # column order
@@ -32,13 +33,15 @@ Key = tuple[str, str, str, str]  # (profile, domain, experiment, metric)
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: mean (and CI for per-clip metrics), the clips and seeds behind it, and the paired test
-    against the baseline (None for FVD, for the baseline itself, or when the baseline has no such cell)."""
+    """One table cell: mean (and CI for per-clip metrics), the clips and seeds behind it, the paired test against
+    the baseline (None for FVD, for the baseline itself, or when the baseline has no such cell) and its p-value
+    after Holm's correction over the table's tests (`holm_corrected`; None without a test)."""
 
     ci: MeanCI
     clips: int
     seeds: int
     test: PairedTest | None
+    p_holm: float | None = None
 
 
 def domain_sort_key(domain: str) -> tuple[int, str]:
@@ -57,8 +60,8 @@ def clip_means(values: pd.DataFrame) -> pd.Series:
 
 
 def clip_matrix(values: pd.DataFrame) -> np.ndarray:
-    """Values as [n_seeds, n_clips] for `bootstrap_mean_ci` (clips resampled, seeds kept together); seed-averaged
-    [n_clips] when the seeds did not all score the same clips."""
+    """Values as [n_seeds, n_clips] for `bootstrap_mean_ci` (seeds, then clips resampled); seed-averaged [n_clips]
+    when the seeds did not all score the same clips."""
     table = values.pivot_table(index="seed", columns=["domain", "clip"], values="value", aggfunc="first")
     table = table.sort_index().sort_index(axis=1)
     return table.to_numpy() if not table.isna().any().any() else clip_means(values).to_numpy()
@@ -72,31 +75,66 @@ def paired_on_clips(values: pd.DataFrame, reference: pd.DataFrame) -> PairedTest
     return paired_test(a[common].to_numpy(), b[common].to_numpy()) if len(common) else None
 
 
-def significant(test: PairedTest | None) -> bool:
-    return test is not None and test.p_value is not None and test.p_value < ALPHA
+def holm_corrected(cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
+    """`cells` with `p_holm` set: every test's p-value Holm-adjusted over all the tests of `cells` (one table)."""
+    tested = [key for key, cell in cells.items() if cell.test is not None and cell.test.p_value is not None]
+    adjusted = holm_adjust([cells[key].test.p_value for key in tested])
+    return {**cells, **{key: replace(cells[key], p_holm=p) for key, p in zip(tested, adjusted)}}
+
+
+def significant(cell: Cell) -> bool:
+    """Whether `cell` differs from its reference at Holm-adjusted p < ALPHA."""
+    return cell.p_holm is not None and cell.p_holm < ALPHA
+
+
+def effect(cell: Cell) -> float | None:
+    """The rank-biserial effect size of `cell`'s paired test; None without a test."""
+    return cell.test.rank_biserial if cell.test is not None else None
 
 
 def tests_sentence(tests: list[PairedTest], reference: str) -> str:
-    """Caption sentence naming the paired tests behind the ${}^{*}$ marks and their numbers of pairs."""
+    """Caption sentences naming the paired tests behind the ${}^{*}$ marks, their numbers of pairs and of tests
+    (Holm's family), and the effect size in the subscripts."""
     used = sorted({(t.test_name, t.n) for t in tests if t.test_name != "none"})
     if not used:
         return rf"No paired test against {reference} was possible (too few clips that differ)."
     pairs = sorted({n for _, n in used})
     count = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}--{pairs[-1]}"
     names = " or ".join(sorted({name for name, _ in used}))
-    return (rf"${{}}^{{*}}$: differs from {reference} on the same clips at $p < {ALPHA:g}$, two-sided {names} "
-            rf"({count} clips, seeds averaged per clip; Wilcoxon where at least 6 clips differ, else paired "
-            r"$t$-test; no correction for multiple comparisons).")
+    family = count_phrase({sum(t.p_value is not None for t in tests)}, "test")
+    return (rf"${{}}^{{*}}$: differs from {reference} on the same clips at $p < {ALPHA:g}$ after Holm's correction "
+            rf"over the table's {family}, each a two-sided {names} ({count} clips, seeds averaged per clip; Wilcoxon "
+            r"where at least 6 clips differ, else paired $t$-test). Subscript: its effect size, the matched-pairs "
+            rf"rank-biserial correlation of the per-clip differences from {reference}, from $-1$ (lower on every "
+            r"clip) to $+1$ (higher on every clip).")
 
 
-def table2_cells(metrics: pd.DataFrame) -> dict[Key, Cell]:
-    """Every cell of Table 2 from tidy metrics (columns of `results.METRIC_COLUMNS`), keyed by
-    (profile, domain, experiment, metric); only clean rows of `METHODS` and `TABLE2_METRICS` are used."""
+def table2_groups(metrics: pd.DataFrame) -> dict[Key, pd.DataFrame]:
+    """The rows behind each cell of Table 2 (and `fvd_clips`), keyed by (profile, domain, experiment, metric), from
+    tidy metrics (columns of `results.METRIC_COLUMNS`); only clean rows of `METHODS` are used."""
     rows = metrics[(metrics["condition"] == CONDITION) & metrics["experiment"].isin(list(METHODS))
                    & metrics["metric"].isin([*TABLE2_METRICS, "fvd_clips"])]
     # Sorting first makes each cell's bootstrap sample (and so every byte) independent of row order.
     rows = rows.sort_values(list(KEY_COLUMNS), kind="stable")
-    groups = {key: group for key, group in rows.groupby(["profile", "domain", "experiment", "metric"], sort=True)}
+    return {key: group for key, group in rows.groupby(["profile", "domain", "experiment", "metric"], sort=True)}
+
+
+def baseline_tests(groups: dict[Key, pd.DataFrame]) -> dict[Key, PairedTest]:
+    """The paired test of every per-clip cell of Table 2 against the baseline's cell on the same clips: the
+    table's comparisons, over which it corrects (`holm_corrected`)."""
+    tests = {}
+    for (profile, domain, experiment, metric), group in groups.items():
+        baseline = groups.get((profile, domain, BASELINE, metric))
+        if metric not in ("fvd", "fvd_clips") and experiment != BASELINE and baseline is not None:
+            tests[profile, domain, experiment, metric] = paired_on_clips(group, baseline)
+    return {key: test for key, test in tests.items() if test is not None}
+
+
+def table2_cells(metrics: pd.DataFrame) -> dict[Key, Cell]:
+    """Every cell of Table 2, keyed by (profile, domain, experiment, metric), its test Holm-corrected over the
+    table's."""
+    groups = table2_groups(metrics)
+    tests = baseline_tests(groups)
     cells: dict[Key, Cell] = {}
     for (profile, domain, experiment, metric), group in groups.items():
         seeds = group["seed"].nunique()
@@ -106,11 +144,10 @@ def table2_cells(metrics: pd.DataFrame) -> dict[Key, Cell]:
             cells[profile, domain, experiment, metric] = Cell(
                 MeanCI(float(group["value"].mean()), None, None, len(group), "none"), clips, seeds, None)
         elif metric != "fvd_clips":
-            baseline = groups.get((profile, domain, BASELINE, metric))
-            test = None if experiment == BASELINE or baseline is None else paired_on_clips(group, baseline)
             cells[profile, domain, experiment, metric] = Cell(
-                bootstrap_mean_ci(clip_matrix(group)), group["clip"].nunique(), seeds, test)
-    return cells
+                bootstrap_mean_ci(clip_matrix(group)), group["clip"].nunique(), seeds,
+                tests.get((profile, domain, experiment, metric)))
+    return holm_corrected(cells)
 
 
 def best_keys(cells: dict[Key, Cell]) -> set[Key]:
@@ -135,7 +172,7 @@ def _format(key: Key, cell: Cell | None, bold: bool) -> str:
     if key[3] == "fvd":
         number = fixed(cell.ci.mean, METRICS["fvd"].decimals)
         return (rf"$\mathbf{{{number}}}$" if bold else f"${number}$") + f" (N={cell.clips})"
-    return format_mean_ci(cell.ci, METRICS[key[3]].decimals, bold, significant(cell.test))
+    return format_mean_ci(cell.ci, METRICS[key[3]].decimals, bold, significant(cell), effect(cell))
 
 
 def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
@@ -143,8 +180,7 @@ def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
     fvd = [c for k, c in cells.items() if k[3] == "fvd"]
     text = (rf"Cross-domain generalization ({CONDITION} conditioning frames): each method on the fine-tuning "
             r"domain and on domains the LoRA never saw. CLIP-SIM and LPIPS: mean $\pm$ half the width of its "
-            rf"{round(CONFIDENCE * 100)}\% bootstrap CI (BCa, {N_RESAMPLES} resamples, clips resampled, percentile "
-            "where BCa is undefined)")
+            rf"{round(CONFIDENCE * 100)}\% bootstrap CI ({ci_phrase({c.ci.method for c in per_clip})})")
     if per_clip:
         text += (f" over {count_phrase({c.clips for c in per_clip}, 'clip')} $\\times$ "
                  f"{count_phrase({c.seeds for c in per_clip}, 'seed')}")
@@ -211,4 +247,5 @@ def main(results_root: Path, out: Path) -> None:
 
 
 __all__ = ["make_table2", "table2_cells", "main", "Cell", "TABLE2_METRICS", "domain_sort_key", "domain_title",
-           "clip_means", "clip_matrix", "paired_on_clips", "significant", "tests_sentence", "best_keys"]
+           "clip_means", "clip_matrix", "paired_on_clips", "table2_groups", "baseline_tests", "holm_corrected",
+           "significant", "effect", "tests_sentence", "best_keys"]

@@ -4,7 +4,8 @@ An ablation is a generator experiment outside Table 2's methods whose config nam
 `varies` lists the keys it changes, shown as parent value → ablation value (both read from the runs'
 `config.resolved.yaml`). Columns: LPIPS and CLIP-SIM on clean conditioning frames, and robustness, the
 per-clip change attacked − clean of the same metrics; all pooled over the held-out domains' clips, as mean ±
-half the width of the 95% bootstrap CI. ${}^{*}$: differs from the parent on the same clips (paired test).
+half the width of the 95% bootstrap CI. ${}^{*}$: differs from the parent on the same clips (a paired test,
+Holm-corrected over all the table's tests); subscript: the test's rank-biserial effect size.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import yaml
 from cinelora.atomic import atomic_write_text
 from cinelora.config import PROFILES
 from cinelora.report import (
-    ARROWS, CONFIDENCE, bootstrap_mean_ci, count_phrase, format_mean_ci, latex_escape, scale_notes,
+    ARROWS, CONFIDENCE, bootstrap_mean_ci, ci_phrase, count_phrase, format_mean_ci, latex_escape, scale_notes,
 )
-from cinelora.report.table2 import Cell, clip_matrix, paired_on_clips, significant, tests_sentence
+from cinelora.report.table2 import (
+    Cell, clip_matrix, effect, holm_corrected, paired_on_clips, significant, tests_sentence,
+)
 from cinelora.results import KEY_COLUMNS, METRICS, read_results
 from cinelora.study import METHODS, TRAIN_DOMAIN
 
@@ -62,7 +65,7 @@ def held_out_values(metrics: pd.DataFrame, column: tuple[str, str]) -> pd.DataFr
 
 def table3_cells(metrics: pd.DataFrame, configs: Configs) -> dict[Key, Cell]:
     """Every cell of Table 3 (ablations and their parents) keyed by (profile, experiment, column); an ablation's
-    cell carries its paired test against the parent."""
+    cell carries its paired test against the parent, Holm-corrected over the table's."""
     parents = ablations(configs)
     wanted = set(parents) | {(p, parent) for (p, _), parent in parents.items()}
     metrics = metrics.sort_values(list(KEY_COLUMNS), kind="stable")
@@ -77,7 +80,7 @@ def table3_cells(metrics: pd.DataFrame, configs: Configs) -> dict[Key, Cell]:
             cells[profile, experiment, column] = Cell(bootstrap_mean_ci(clip_matrix(group)),
                                                       group[["domain", "clip"]].drop_duplicates().shape[0],
                                                       group["seed"].nunique(), test)
-    return cells
+    return holm_corrected(cells)
 
 
 def lookup(cfg: dict, dotted: str):
@@ -132,7 +135,8 @@ def _caption(profiles: list[str], cells: dict[Key, Cell], configs: Configs, held
     text = (r"Ablations: each ablation below its parent run, with the config keys it varies (parent value $\to$ "
             "ablation value). Metrics pooled over the clips of the held-out domains"
             f" ({', '.join(latex_escape(d) for d in held_out)})"
-            + rf": mean $\pm$ half the width of its {round(CONFIDENCE * 100)}\% bootstrap CI over "
+            + rf": mean $\pm$ half the width of its {round(CONFIDENCE * 100)}\% bootstrap CI "
+            f"({ci_phrase({c.ci.method for c in cells.values()})}) over "
             f"{count_phrase({c.clips for c in cells.values()}, 'clip')} $\\times$ "
             f"{count_phrase({c.seeds for c in cells.values()}, 'seed')}. Robustness: per clip, the metric with the "
             f"conditioning frame attacked ({_attack_phrase(configs, runs)}) minus the metric on the clean frame. "
@@ -163,7 +167,8 @@ def make_table3(metrics: pd.DataFrame, configs: Configs) -> str:
             cell = cells.get((profile, experiment, column))
             # a change is smaller than the metric itself: one more digit
             digits = METRICS[column[1]].decimals + (column[0] == "delta")
-            out.append("--" if cell is None else format_mean_ci(cell.ci, digits, mark=significant(cell.test)))
+            out.append("--" if cell is None
+                       else format_mean_ci(cell.ci, digits, mark=significant(cell), effect=effect(cell)))
         return out
 
     lines = [
@@ -174,6 +179,8 @@ def make_table3(metrics: pd.DataFrame, configs: Configs) -> str:
         rf"\caption{{{_caption(profiles, cells, configs, held_out)}}}",
         r"\label{tab:ablations}",
         r"\footnotesize",
+        r"\setlength{\tabcolsep}{3pt}",  # five columns of CIs with effect-size subscripts
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",  # shrunk only if wider than the page
         rf"\begin{{tabular}}{{l{'c' * len(COLUMNS)}}}",
         r"\toprule",
         *_header(),
@@ -192,7 +199,7 @@ def make_table3(metrics: pd.DataFrame, configs: Configs) -> str:
                 note = varies_text(configs[profile, experiment], configs.get((profile, parent)))
                 # a paragraph cell: a long list of varied keys wraps instead of widening the table
                 lines.append(rf"\multicolumn{{{width}}}{{p{{0.8\textwidth}}}}{{\qquad\emph{{{note}}}}} \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
