@@ -62,9 +62,9 @@ class RunDir:
         if not cfg.name or Path(cfg.name).name != cfg.name or cfg.name in (".", ".."):
             raise ValueError(f"experiment name {cfg.name!r} cannot name a results folder")
         results_root, runs_root = Path(results_root or _roots[0]), Path(runs_root or _roots[1])
-        out, state = results_root / cfg.name / cfg.profile, runs_root / cfg.name / cfg.profile
+        out, state = run_folder(results_root, cfg.name, cfg.profile, cfg.seed), runs_root / cfg.name / cfg.profile
         if cfg.seed:
-            out, state = out / SEED_FOLDER.format(seed=cfg.seed), state.with_name(f"{cfg.profile}-seed{cfg.seed}")
+            state = state.with_name(f"{cfg.profile}-seed{cfg.seed}")
         staged = _replacement(out)
         if staged.is_dir():
             if not (staged / FINISHED_MARKER).is_file():
@@ -151,6 +151,13 @@ class RunDir:
             return self
         _take_place(self.out, self.replaces)
         return RunDir(self.replaces, self.state)
+
+
+def run_folder(results_root: Path, name: str, profile: str, seed: int) -> Path:
+    """The results folder of the run of `name` at `profile` with `seed`: `<name>/<profile>`, and `seed<k>/`
+    inside it for k > 0 (`cinelora.results.run_folder_key` reads it back)."""
+    folder = Path(results_root) / name / profile
+    return folder / SEED_FOLDER.format(seed=seed) if seed else folder
 
 
 def _replacement(out: Path) -> Path:
@@ -282,5 +289,5 @@ def claim(cfg: Config, force: bool) -> RunDir:
 
 
 __all__ = ["RunDir", "ResultsExistError", "ConfigChangedError", "RunLockedError", "claim", "check_same_config",
-           "locked", "use_results_root", "cache_root", "is_seed_folder", "FINISHED_MARKER", "SEED_FOLDER",
+           "locked", "use_results_root", "cache_root", "is_seed_folder", "run_folder", "FINISHED_MARKER", "SEED_FOLDER",
            "RESULTS_ROOT", "RUNS_ROOT"]

@@ -542,3 +542,12 @@ def test_the_proxy_loop_gives_table4_its_cache_generation_and_experiment_rows(tm
     cpu = [r.cells for r in rows if r.device == "CPU"]
     assert len(cpu) == 3 and not any("$" in cell for cells in cpu for cell in cells[2:])  # CPU times not quoted
     assert "proxy-loop rows" in table4.make_table4(table4.read_compute(tmp_path))
+
+
+def test_provenance_names_the_metrics_file_of_every_seeds_run():
+    from cinelora.report import provenance_list
+
+    frame = pd.DataFrame({"experiment": ["lora_r8"] * 3, "profile": ["proxy"] * 3, "seed": [0, 2, 2]})
+    seeds = provenance_list._run_seeds(frame)
+    assert provenance_list._metrics_files(Path("results"), seeds, "lora_r8", "proxy") == [
+        Path("results/lora_r8/proxy/metrics.csv"), Path("results/lora_r8/proxy/seed2/metrics.csv")]

@@ -26,6 +26,7 @@ from cinelora.report.table2 import baseline_tests, clip_matrix, clip_means, pair
 from cinelora.report.table3 import held_out_values
 from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, read_results
+from cinelora.rundir import run_folder
 from cinelora.stats import holm_adjust
 from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, TRAIN_DOMAIN
 
@@ -59,8 +60,8 @@ def _p(p: float | None) -> str:
 
 
 def _metrics_files(results_root: Path, frame: pd.DataFrame) -> tuple[Path, ...]:
-    runs = sorted(set(zip(frame["experiment"], frame["profile"])))
-    return tuple(Path(results_root) / e / p / "metrics.csv" for e, p in runs)
+    runs = sorted(set(zip(frame["experiment"], frame["profile"], frame["seed"].astype(int))))
+    return tuple(run_folder(results_root, e, p, k) / "metrics.csv" for e, p, k in runs)
 
 
 def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:

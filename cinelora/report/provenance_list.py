@@ -17,35 +17,50 @@ from cinelora.atomic import atomic_write_text
 from cinelora.report import figures, most_real_profile, numbers, table2, table3, table4
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
 from cinelora.results import read_results
+from cinelora.rundir import run_folder
 from cinelora.study import BASELINE
 
 COLUMNS = ("output", "item", "file", "git_sha", "git_state", "config_sha256")
 Entry = tuple[str, str, Path]  # (output, item, results file)
 
 
-def _metrics_file(results_root: Path, experiment: str, profile: str) -> Path:
-    return Path(results_root) / experiment / profile / "metrics.csv"
+def _run_seeds(metrics: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
+    """(experiment, profile) -> the seeds whose runs `metrics` holds."""
+    return {key: sorted(int(k) for k in seeds) for key, seeds in
+            metrics.groupby(["experiment", "profile"])["seed"].unique().items()}
+
+
+def _metrics_files(results_root: Path, seeds: dict[tuple[str, str], list[int]], experiment: str,
+                   profile: str) -> list[Path]:
+    """The metrics.csv of every seed's run of `experiment` at `profile`."""
+    return [run_folder(results_root, experiment, profile, k) / "metrics.csv"
+            for k in seeds.get((experiment, profile), [0])]
 
 
 def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table4.ComputeInputs,
                   results_root: Path) -> list[Entry]:
     """Every cell of Tables 1-3 and every row of Table 4, with the files it reads."""
     entries: list[Entry] = []
+    seeds = _run_seeds(metrics)
+
+    def files(experiment: str, profile: str) -> list[Path]:
+        return _metrics_files(results_root, seeds, experiment, profile)
+
     if metrics["metric"].isin(list(METRIC_ROWS)).any():
         keys = ["profile", "experiment", "domain", "metric", "condition"]
         for (p, e, d, m, c), _ in two_afc_rows(metrics).groupby(keys):
-            entries.append(("tables/table1.tex", f"{p}/{e}/{d}/{m}/{c}", _metrics_file(results_root, e, p)))
+            entries += [("tables/table1.tex", f"{p}/{e}/{d}/{m}/{c}", f) for f in files(e, p)]
     for (p, d, e, m), cell in table2.table2_cells(metrics).items():
-        entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, e, p)))
+        entries += [("tables/table2.tex", f"{p}/{d}/{e}/{m}", f) for f in files(e, p)]
         if cell.test is not None:
-            entries.append(("tables/table2.tex", f"{p}/{d}/{e}/{m}", _metrics_file(results_root, BASELINE, p)))
+            entries += [("tables/table2.tex", f"{p}/{d}/{e}/{m}", f) for f in files(BASELINE, p)]
     parents = table3.ablations(configs)
     for (p, e, (kind, m)), cell in table3.table3_cells(metrics, configs).items():
         item = f"{p}/{e}/{kind}:{m}"
-        entries += [("tables/table3.tex", item, _metrics_file(results_root, e, p)),
-                    ("tables/table3.tex", item, Path(results_root) / e / p / "config.resolved.yaml")]
+        entries += [("tables/table3.tex", item, f) for f in files(e, p)]
+        entries.append(("tables/table3.tex", item, Path(results_root) / e / p / "config.resolved.yaml"))
         if cell.test is not None:
-            entries.append(("tables/table3.tex", item, _metrics_file(results_root, parents[p, e], p)))
+            entries += [("tables/table3.tex", item, f) for f in files(parents[p, e], p)]
     entries += [("tables/table4.tex", row.label, source)
                 for row in table4.table4_rows(compute) for source in row.sources]
     return entries
@@ -54,19 +69,21 @@ def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table
 def figure_entries(metrics: pd.DataFrame, results_root: Path) -> list[Entry]:
     """The runs and files behind each figure (each figure shows one profile)."""
     entries: list[Entry] = []
+    seeds = _run_seeds(metrics)
     if metrics["metric"].isin(list(METRIC_ROWS)).any():
         rows = two_afc_rows(metrics)
         profile = most_real_profile(rows["profile"])
-        entries += [("figures/metric_vs_eps.pdf", f"{profile}/{e}", _metrics_file(results_root, e, profile))
-                    for e in sorted(rows.loc[rows["profile"] == profile, "experiment"].unique())]
+        entries += [("figures/metric_vs_eps.pdf", f"{profile}/{e}", f)
+                    for e in sorted(rows.loc[rows["profile"] == profile, "experiment"].unique())
+                    for f in _metrics_files(results_root, seeds, e, profile)]
     profile, paths = figures.strip_paths(results_root)
     entries += [("figures/frame_strips.pdf", f"{profile}/{m}/{d}", path) for (m, d), path in sorted(paths.items())]
     profile, runs = figures.read_training(results_root)
     entries += [("figures/training_curves.pdf", f"{profile}/{e}", path)
                 for e in sorted(runs) for path in figures.training_files(results_root, profile, e)]
     profile, bars = figures.bar_rows(metrics)
-    entries += [("figures/domain_bars.pdf", f"{profile}/{e}", _metrics_file(results_root, e, profile))
-                for e in sorted(bars["experiment"].unique())]
+    entries += [("figures/domain_bars.pdf", f"{profile}/{e}", f) for e in sorted(bars["experiment"].unique())
+                for f in _metrics_files(results_root, seeds, e, profile)]
     return entries
 
 
