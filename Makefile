@@ -28,6 +28,7 @@ DOCS  := docs
 
 # What the report reads: results/ only.
 METRICS        := $(sort $(wildcard results/*/*/metrics.csv results/*/*/seed*/metrics.csv))
+FVD_FLOORS     := $(sort $(wildcard results/proxy_evaluators/*/fvd_sanity.csv))
 CONFIGS        := $(sort $(wildcard results/*/*/config.resolved.yaml))
 RUN_PROVENANCE := $(sort $(wildcard results/*/*/provenance.json results/*/*/seed*/provenance.json))
 BENCH          := $(sort $(wildcard results/bench/steps_*.csv results/bench/configuration_*.csv results/bench/withdrawn.csv \
@@ -121,7 +122,7 @@ performance: $(PERFORMANCE)  ## docs/performance.md: what each speed lever measu
 $(PAPER)/tables/table1.tex: $(METRICS) $(R)/table1.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table1 --out $@
 
-$(PAPER)/tables/table2.tex: $(METRICS) $(R)/table2.py $(LIB) | $(STAMP)
+$(PAPER)/tables/table2.tex: $(METRICS) $(FVD_FLOORS) $(R)/table2.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table2 --out $@
 
 $(PAPER)/tables/table3.tex: $(METRICS) $(CONFIGS) $(R)/table3.py $(R)/table2.py $(LIB) | $(STAMP)

@@ -27,7 +27,8 @@ CURVE_EXPERIMENTS = (*METHODS, "robust_lpips_r8_noearlystop")  # the main run wi
 STUDY_SEEDS = (0, 1, 2)
 # The proxy instrument (proxy and smoke only), in dependency order: the evaluators, then the base model, whose
 # evidence they score (with the LPIPS heads the metric experiment trains on the evaluators' trunk).
-INSTRUMENT = ("proxy_evaluators", "proxy_base")
+EVALUATORS = "proxy_evaluators"  # its fvd_sanity.csv holds each domain's real-vs-real FVD noise floor (Table 2)
+INSTRUMENT = (EVALUATORS, "proxy_base")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN", "METRIC_EXPERIMENT", "ABLATIONS", "EXPERIMENTS",
-           "CURVE_EXPERIMENTS", "STUDY_SEEDS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
+           "CURVE_EXPERIMENTS", "STUDY_SEEDS", "EVALUATORS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
 
 if __name__ == "__main__":
     main()

@@ -551,3 +551,21 @@ def test_provenance_names_the_metrics_file_of_every_seeds_run():
     seeds = provenance_list._run_seeds(frame)
     assert provenance_list._metrics_files(Path("results"), seeds, "lora_r8", "proxy") == [
         Path("results/lora_r8/proxy/metrics.csv"), Path("results/lora_r8/proxy/seed2/metrics.csv")]
+
+
+def test_table2_prints_each_shown_domains_fvd_noise_floor_from_the_evaluators(tmp_path, metrics):
+    path = tmp_path / "proxy_evaluators" / "smoke" / "fvd_sanity.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("domain,corruption,strength,split,fvd,clips_a,clips_b\n"
+                    "actors,none,0,0,1.0,512,512\nactors,none,0,1,2.0,512,512\nactors,noise,0.1,0,90.0,512,512\n"
+                    "stills,none,0,0,5.0,512,512\n")
+    floors = table2.read_fvd_floors(tmp_path)
+    assert {k: (f.fvd, f.clips, f.splits) for k, f in floors.items()} == {
+        ("smoke", "actors"): (1.5, 512, 2), ("smoke", "stills"): (5.0, 512, 1)}
+    text = table2.make_table2(metrics, floors)
+    floor_rows = [line for line in text.splitlines() if r"\emph{real vs real} &" in line]
+    assert floor_rows == [r" & \emph{real vs real} & $1.5$ (N=512) & -- & -- \\"]  # stills: no method row there
+    lines = text.splitlines()
+    actors = next(i for i, line in enumerate(lines) if line.startswith("actors"))
+    assert lines.index(floor_rows[0]) > actors and "noise floor" in text
+    assert "real vs real" not in table2.make_table2(metrics)

@@ -50,10 +50,13 @@ def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table
         keys = ["profile", "experiment", "domain", "metric", "condition"]
         for (p, e, d, m, c), _ in two_afc_rows(metrics).groupby(keys):
             entries += [("tables/table1.tex", f"{p}/{e}/{d}/{m}/{c}", f) for f in files(e, p)]
-    for (p, d, e, m), cell in table2.table2_cells(metrics).items():
+    cells = table2.table2_cells(metrics)
+    for (p, d, e, m), cell in cells.items():
         entries += [("tables/table2.tex", f"{p}/{d}/{e}/{m}", f) for f in files(e, p)]
         if cell.test is not None:
             entries += [("tables/table2.tex", f"{p}/{d}/{e}/{m}", f) for f in files(BASELINE, p)]
+    entries += [("tables/table2.tex", f"{p}/{d}/real vs real/fvd", floor.path)
+                for (p, d), floor in table2.read_fvd_floors(results_root).items() if any(k[:2] == (p, d) for k in cells)]
     parents = table3.ablations(configs)
     for (p, e, (kind, m)), cell in table3.table3_cells(metrics, configs).items():
         item = f"{p}/{e}/{kind}:{m}"

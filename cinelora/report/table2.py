@@ -11,6 +11,7 @@ The per-clip statistics that Table 3, the figures and `numbers.tex` share live h
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cinelora.config import PROFILES
 from cinelora.report import ARROWS, ci_phrase, count_phrase, fixed, format_mean_ci, latex_escape, scale_notes
 from cinelora.results import KEY_COLUMNS, METRICS, read_results
 from cinelora.stats import CONFIDENCE, MeanCI, PairedTest, bootstrap_mean_ci, holm_adjust, paired_test
-from cinelora.study import BASELINE, METHODS, TRAIN_DOMAIN
+from cinelora.study import BASELINE, EVALUATORS, METHODS, TRAIN_DOMAIN
 
 TABLE2_METRICS = ("fvd", "clip_sim", "lpips")  # column order
 CONDITION = "clean"
@@ -42,6 +43,33 @@ class Cell:
     seeds: int
     test: PairedTest | None
     p_holm: float | None = None
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A domain's FVD noise floor: FVD between two disjoint sets of `clips` real clips each, the mean over `splits`
+    re-partitions (`cinelora.instrument.fvd_sanity`)."""
+
+    fvd: float
+    clips: int
+    splits: int
+    path: Path
+
+
+def read_fvd_floors(results_root: Path) -> dict[tuple[str, str], Floor]:
+    """(profile, domain) -> its noise floor, from the evaluators' `fvd_sanity.csv` of each profile that has one."""
+    floors = {}
+    for profile in PROFILES:
+        path = Path(results_root) / EVALUATORS / profile / "fvd_sanity.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["corruption"] == "none"]
+        for domain in sorted({r["domain"] for r in rows}):
+            values = [r for r in rows if r["domain"] == domain]
+            floors[profile, domain] = Floor(float(np.mean([float(r["fvd"]) for r in values])),
+                                            int(values[0]["clips_a"]), len(values), path)
+    return floors
 
 
 def domain_sort_key(domain: str) -> tuple[int, str]:
@@ -175,7 +203,7 @@ def _format(key: Key, cell: Cell | None, bold: bool) -> str:
     return format_mean_ci(cell.ci, METRICS[key[3]].decimals, bold, significant(cell), effect(cell))
 
 
-def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
+def _caption(profiles: list[str], cells: dict[Key, Cell], floors: dict[tuple[str, str], Floor]) -> str:
     per_clip = [c for k, c in cells.items() if k[3] != "fvd"]
     fvd = [c for k, c in cells.items() if k[3] == "fvd"]
     text = (rf"Cross-domain generalization ({CONDITION} conditioning frames): each method on the fine-tuning "
@@ -188,6 +216,11 @@ def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
     if fvd:
         text += ("FVD: one value per domain (mean over seeds when there are several), with N, the number of clips "
                  "behind it; no CI, and FVD from few clips is dominated by its sample-size bias. ")
+    if floors:
+        text += (r"\emph{real vs real}: the domain's FVD noise floor, between two disjoint sets of N real clips "
+                 f"(mean over {count_phrase({f.splits for f in floors.values()}, 're-partition')}; "
+                 rf"\texttt{{results/{latex_escape(EVALUATORS)}/<profile>/fvd\_sanity.csv}}): an FVD near it cannot "
+                 "be told from the real clips. ")
     text += (r"$\downarrow$/$\uparrow$: lower/higher is better; bold: best mean of its column within a domain and "
              "profile. " + tests_sentence([c.test for c in per_clip if c.test is not None],
                                           rf"\texttt{{{latex_escape(BASELINE)}}}")
@@ -196,8 +229,9 @@ def _caption(profiles: list[str], cells: dict[Key, Cell]) -> str:
     return text + (" " + notes if notes else "")
 
 
-def make_table2(metrics: pd.DataFrame) -> str:
-    """Table 2 as a booktabs `table` fragment (label `tab:cross-domain`); a pure function of `metrics`.
+def make_table2(metrics: pd.DataFrame, floors: dict[tuple[str, str], Floor] | None = None) -> str:
+    """Table 2 as a booktabs `table` fragment (label `tab:cross-domain`); a pure function of `metrics` and the
+    FVD noise `floors` (a "real vs real" row under each domain that has one).
 
     Raises ValueError when `metrics` holds no clean rows of the methods' Table 2 metrics.
     """
@@ -207,6 +241,8 @@ def make_table2(metrics: pd.DataFrame) -> str:
                          f"{list(METHODS)}: run their experiments/<name>/run.sh first")
     bold = best_keys(cells)
     profiles = [p for p in PROFILES if any(k[0] == p for k in cells)]
+    floors = {key: floor for key, floor in (floors or {}).items()
+              if any(k[:2] == key for k in cells)}  # of the domains shown
     header = " & ".join(["Domain", "Method", *(f"{METRICS[m].label} {ARROWS[METRICS[m].direction]}"
                                                for m in TABLE2_METRICS)]) + r" \\"
     width = len(TABLE2_METRICS) + 2
@@ -214,7 +250,7 @@ def make_table2(metrics: pd.DataFrame) -> str:
         r"% Generated by `python -m cinelora report table2` from results/*/*/metrics.csv: do not edit.",
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{_caption(profiles, cells)}}}",
+        rf"\caption{{{_caption(profiles, cells, floors)}}}",
         r"\label{tab:cross-domain}",
         r"\small",
         rf"\begin{{tabular}}{{ll{'c' * len(TABLE2_METRICS)}}}",
@@ -233,6 +269,11 @@ def make_table2(metrics: pd.DataFrame) -> str:
                                    (profile, domain, method, m) in bold) for m in TABLE2_METRICS]
                 first = latex_escape(domain_title(domain)) if j == 0 else ""
                 lines.append(" & ".join([first, rf"\texttt{{{latex_escape(method)}}}", *entries]) + r" \\")
+            floor = floors.get((profile, domain))
+            if floor is not None:
+                fvd = f"${fixed(floor.fvd, METRICS['fvd'].decimals)}$ (N={floor.clips})"
+                lines.append(" & ".join(["", r"\emph{real vs real}", *[fvd if m == "fvd" else "--"
+                                                                       for m in TABLE2_METRICS]]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -242,10 +283,10 @@ def main(results_root: Path, out: Path) -> None:
 
     `python -m cinelora report table2` calls this with `results` and `paper/tables/table2.tex`.
     """
-    text = make_table2(read_results(results_root))
+    text = make_table2(read_results(results_root), read_fvd_floors(results_root))
     atomic_write_text(out, text)
 
 
-__all__ = ["make_table2", "table2_cells", "main", "Cell", "TABLE2_METRICS", "domain_sort_key", "domain_title",
+__all__ = ["make_table2", "table2_cells", "read_fvd_floors", "main", "Cell", "Floor", "TABLE2_METRICS", "domain_sort_key", "domain_title",
            "clip_means", "clip_matrix", "paired_on_clips", "table2_groups", "baseline_tests", "holm_corrected",
            "significant", "effect", "tests_sentence", "best_keys"]
