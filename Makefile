@@ -18,7 +18,8 @@ EXPERIMENTS := $(shell python3 -m cinelora.study experiments)
 CURVES      := $(shell python3 -m cinelora.study curve_experiments)
 SEEDS       := $(shell python3 -m cinelora.study seeds)
 METRIC      := $(shell python3 -m cinelora.study metric)
-ifeq ($(and $(METHODS),$(ABLATIONS),$(EXPERIMENTS),$(CURVES),$(SEEDS),$(METRIC)),)
+SEARCH      := $(shell python3 -m cinelora.study search)
+ifeq ($(and $(METHODS),$(ABLATIONS),$(EXPERIMENTS),$(CURVES),$(SEEDS),$(METRIC),$(SEARCH)),)
 $(error python3 -m cinelora.study printed no list: run make from the repository root)
 endif
 
@@ -56,7 +57,7 @@ NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow proxy-base proxy-evaluators proxy-study smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
+.PHONY: help setup test test-slow proxy-base proxy-evaluators proxy-search proxy-study smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -84,8 +85,12 @@ proxy-evaluators: $(STAMP)  ## train the proxy I3D, CLIP and AlexNet trunk on on
 	@if [ -f results/proxy_evaluators/proxy/provenance.json ]; then echo "proxy_evaluators: finished (results/proxy_evaluators/proxy), kept"; \
 	else PROFILE=proxy experiments/proxy_evaluators/run.sh --budget-minutes $(CHUNK_MINUTES); fi
 
-smoke: $(STAMP)  ## run every experiment at smoke scale on the CPU, in dependency order (finished runs are kept)
-	@for e in $(EXPERIMENTS); do \
+proxy-search: $(STAMP)  ## choose the proxy's lr, steps, λ and ε on validation clips, in chunks of CHUNK_MINUTES (each rerun continues)
+	@if [ -f results/$(SEARCH)/proxy/provenance.json ]; then echo "$(SEARCH): finished (results/$(SEARCH)/proxy), kept"; \
+	else PROFILE=proxy experiments/$(SEARCH)/run.sh --budget-minutes $(CHUNK_MINUTES); fi
+
+smoke: $(STAMP)  ## run every experiment (and the search) at smoke scale on the CPU, in dependency order (finished runs are kept)
+	@for e in $(EXPERIMENTS) $(SEARCH); do \
 	  if [ -f results/$$e/smoke/provenance.json ]; then echo "$$e: finished (results/$$e/smoke), kept"; \
 	  else experiments/$$e/run.sh || exit 1; fi; \
 	done

@@ -30,7 +30,9 @@ EXAMPLES = {
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile smoke\n"
            "  python -m cinelora run --config experiments/lora_r8/config.yaml --profile full --hardware h200-141gb "
            "--dry-run\n"
-           "  python -m cinelora run --config experiments/proxy_base/config.yaml --profile proxy --budget-minutes 8.5",
+           "  python -m cinelora run --config experiments/proxy_base/config.yaml --profile proxy --budget-minutes 8.5\n"
+           "  python -m cinelora run --config experiments/proxy_search/config.yaml --profile proxy --budget-minutes 8.5"
+           "   # lr, steps, λ, ε on validation clips",
     "report": "examples:\n  python -m cinelora report table2\n  python -m cinelora report table1\n"
               "  python -m cinelora report frame-strips --out /tmp/frame_strips.pdf\n"
               "  python -m cinelora report provenance   # paper/generated/provenance.tsv: each number's source\n"
@@ -150,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "the whole experiment: world → train → evaluate → provenance")
     _experiment_args(p)
     p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
-                   help="instrument experiments (proxy_base): stop after M minutes with a checkpoint; the same "
+                   help="instrument experiments (proxy_base): stop after M minutes with a checkpoint; search "
+                        "experiments (proxy_search): start no grid point that would end past M minutes; the same "
                         "command continues")
     p.add_argument("--skip-finished", action="store_true",
                    help="a finished run is kept and said so (exit 0) instead of refused: `make proxy-study` resumes")

@@ -5,10 +5,23 @@ Resolution, in order (each step a mapping of YAML keys; later steps win):
    names a `parent` (an experiment folder beside it) and holds only the keys it changes, which are its
    `varies` (derived from the file, recorded in the resolved config);
 2. the profile: `configs/profiles/<profile>.yaml` (`smoke`, `proxy`; its section of the experiment's kind),
-   then the `profiles.<profile>` overrides of the chain's files, dotted keys among `PROFILE_KEYS` only
-   (sizes, steps and weight/data sources, never the algorithm); `full` is the experiment itself;
+   then the `profiles.<profile>` overrides of the chain's files, root first, dotted keys among `PROFILE_KEYS` only
+   (sizes, steps and weight/data sources, never the algorithm); `full` is the experiment itself. A file's
+   `profiles.<profile>` speaks for its experiment and for the descendants that do not set the key themselves: a
+   key a descendant's file sets (its `varies`) keeps the descendant's value at every profile;
 3. the hardware (generator configs, `full` only): `configs/hardware/<name>.yaml` sets `speed.*` keys;
 4. `{profile}` in any string becomes the profile's name.
+
+The one exception to "profiles change sizes, steps and sources only": `CHOSEN_KEYS`, the training hyperparameters
+(learning rate, steps, λ, ε and its PGD step) that issue 16 asks to choose per profile on the fine-tuning domain's
+validation clips (`experiments/proxy_search`, `cinelora/hparam_search.py`): a small model trained for a tenth of the
+recipe's steps need not want the 14B recipe's values. They may be set in an experiment file's own `profiles.<profile>`
+section (`experiments/lora_r8/config.yaml` holds the proxy's, for every experiment below it), never in
+`configs/profiles/`, which every experiment reads and which would overwrite the ablations that vary them. An
+ablation that holds its own value of such a key where its parent's is chosen (`robust_lpips_r8_eps4`: 4/255
+whatever the main run's ε) sets it in its own `profiles.<profile>`, and the key is then among its `varies` there.
+A search resolves its points without the chosen values (`choices=False`), so copying an outcome in never changes
+the search that produced it.
 Nothing here imports torch: `--dry-run` resolves any config in well under two seconds.
 """
 from __future__ import annotations
@@ -384,11 +397,52 @@ class EvaluatorsConfig:
     fvd_sanity: FVDSanityConfig = field(default_factory=FVDSanityConfig)
 
 
+@dataclass
+class SearchStageConfig:
+    """One stage of a hyperparameter search: each point of `grid` trains `experiment` (the one training loop, no
+    evaluation) and is scored by `criterion` on the validation clips; the stage chooses the point of lowest score."""
+    name: str = ""  # the stage's folder under the search's results (lower-case letters, digits, _)
+    experiment: str = ""  # the experiment folder beside the search's whose config each point trains
+    criterion: str = "val_perceptual"  # must be the experiment's early-stopping signal (`early_stop_signal`)
+    choose_steps: bool = False  # also choose train.steps: the chosen point's best step (early stopping's)
+    # axes {axis: {dotted key: values}}: the points are the product of the axes, first axis slowest; the keys of one
+    # axis take their i-th values together (a PGD step tied to its ε); keys among SEARCH_GRID_KEYS
+    grid: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def points(self) -> list[tuple[str, dict[str, float]]]:
+        """[(point id, {dotted key: value})] in grid order; the id joins each axis's name and first key's value
+        (`lambda0.3_eps2`)."""
+        points: list[tuple[str, dict[str, float]]] = [("", {})]
+        for axis, keys in self.grid.items():
+            size = len(next(iter(keys.values()), []))
+            points = [(f"{pid}_{axis}{keys[next(iter(keys))][i]:g}".lstrip("_"),
+                       {**values, **{k: v[i] for k, v in keys.items()}}) for pid, values in points for i in range(size)]
+        return points
+
+
+@dataclass
+class SearchConfig:
+    """A search experiment (kind: search): a profile's training hyperparameters (`CHOSEN_KEYS`) chosen on the
+    fine-tuning domain's validation clips, stage by stage (`cinelora/hparam_search.py`); proxy and smoke only."""
+    kind: str = "search"
+    name: str = ""
+    parent: str = ""
+    varies: list[str] = field(default_factory=list)
+    seed: int = 0  # every point trains with this seed (LoRA init, data order, noise)
+    profile: str = "proxy"
+    stages: list[SearchStageConfig] = field(default_factory=list)
+
+
 KINDS = {"generator": ExperimentConfig, "metric": MetricExperimentConfig, "base_model": BaseModelConfig,
-         "evaluators": EvaluatorsConfig}
+         "evaluators": EvaluatorsConfig, "search": SearchConfig}
 # Kinds that build the proxy instrument: nothing to build at `full`, where published weights take their place.
 INSTRUMENT_KINDS = ("base_model", "evaluators")
 
+
+def early_stop_signal(train: TrainConfig) -> str:
+    """The validation record early stopping watches (`train_summary.json`'s `val_metric`): `val_perceptual`, the
+    perceptual section's D of the one-step x̂0, or `val_loss`, the flow-matching loss."""
+    return "val_perceptual" if train.early_stop_metric == "perceptual" else "val_loss"
 
 
 PROFILE_KEYS = (
@@ -418,6 +472,11 @@ PROFILE_KEYS = (
     "clip.retrieval_pairs", "fvd_sanity.domains", "fvd_sanity.clips", "fvd_sanity.floor_splits",
     "fvd_sanity.batch_size",
 )
+# The training hyperparameters a profile chooses on the fine-tuning domain's validation clips (module docstring):
+# allowed in an experiment file's own `profiles.<profile>` beside PROFILE_KEYS, never in configs/profiles/.
+CHOSEN_KEYS = ("train.lr", "train.steps", "perceptual.weight", "adversarial.eps_255", "adversarial.step_255")
+_CHOSEN_ALGORITHM_KEYS = tuple(k for k in CHOSEN_KEYS if k not in PROFILE_KEYS)  # the exception to PROFILE_KEYS
+SEARCH_GRID_KEYS = _CHOSEN_ALGORITHM_KEYS  # what a search's grid varies (train.steps comes from early stopping)
 
 
 class _TrunkChoices(tuple):
@@ -716,6 +775,71 @@ def _check_ranges(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(source, "data.train/data.val", (cfg.data.train, cfg.data.val), "paths when training")
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def stage_experiment(source: str | Path, stage: SearchStageConfig) -> Path:
+    """The config of a search stage's experiment: the experiment folder of that name beside the search's folder."""
+    return Path(source).parent.parent / stage.experiment / "config.yaml"
+
+
+def _check_search(cfg: SearchConfig, source: str) -> None:
+    """A search's stages, before any work: names, experiments, criteria, grids, and every grid point's config
+    (resolved as the search resolves it: without the profile's chosen values, the point's values set)."""
+    _check_numbers(cfg, source, ("seed",), ())
+    if not cfg.stages:
+        raise ConfigError(source, "stages", cfg.stages, "at least one stage")
+    taken: dict[str, str] = {}  # chosen key -> the stage that chooses it
+    for i, stage in enumerate(cfg.stages):
+        at = f"stages[{i}]"
+        if not _NAME.fullmatch(stage.name) or stage.name in {s.name for s in cfg.stages[:i]}:
+            raise ConfigError(source, f"{at}.name", stage.name, "a name of its own: lower-case letters, digits, _")
+        path = stage_experiment(source, stage)
+        if not _NAME.fullmatch(stage.experiment) or not path.is_file():
+            raise ConfigError(source, f"{at}.experiment", stage.experiment, f"an experiment with a config at {path}")
+        experiment = load_config(path, cfg.profile, choices=False)
+        if experiment.kind != "generator" or not experiment.train.enabled:
+            raise ConfigError(source, f"{at}.experiment", stage.experiment, "a generator experiment that trains")
+        d = experiment.data
+        if d.val in (d.train, *experiment.eval.domains.values()):
+            raise ConfigError(source, f"{at}.experiment", stage.experiment, f"validation clips (data.val {d.val}) "
+                              "apart from the training clips and from every evaluation domain's test clips")
+        signal = early_stop_signal(experiment.train)
+        if stage.criterion != signal:
+            raise ConfigError(source, f"{at}.criterion", stage.criterion, f"{signal!r}, the early-stopping signal of "
+                              f"{stage.experiment} (train.early_stop_metric {experiment.train.early_stop_metric!r}): a "
+                              "point's score is the best value of what picks the LoRA its run keeps")
+        if not stage.grid:
+            raise ConfigError(source, f"{at}.grid", stage.grid, "at least one axis {axis: {dotted key: values}}")
+        for axis, keys in stage.grid.items():
+            if not _NAME.fullmatch(axis) or not keys:
+                raise ConfigError(source, f"{at}.grid.{axis}", keys, "an axis named in lower-case letters, digits "
+                                  "and _, holding at least one key")
+            for key, values in keys.items():
+                where = f"{at}.grid.{axis}.{key}"
+                if key not in SEARCH_GRID_KEYS:
+                    raise ConfigError(source, where, values, f"a key among {list(SEARCH_GRID_KEYS)}")
+                if key in taken:
+                    raise ConfigError(source, where, values, f"a key no other axis or stage varies ({taken[key]} does)")
+                taken[key] = f"{at}.grid.{axis}"
+                first = next(iter(keys.values()))
+                if not values or len(values) != len(first) or len(set(values)) != len(values):
+                    raise ConfigError(source, where, values, f"{len(first) or 'at least one'} distinct values (one "
+                                      f"per point of the axis, as its first key {next(iter(keys))})")
+        if stage.choose_steps:
+            if "train.steps" in taken:
+                raise ConfigError(source, f"{at}.choose_steps", True, f"false: {taken['train.steps']} chooses "
+                                  "train.steps")
+            taken["train.steps"] = at
+        for point, values in stage.points():
+            try:
+                load_config(path, cfg.profile, choices=False, overrides=values)
+            except ConfigError as err:
+                axis = next((a for a, keys in stage.grid.items() if err.key in keys), "?")
+                raise ConfigError(source, f"{at}.grid.{axis}.{err.key}", err.found,
+                                  f"{err.expected} (point {point} of {stage.experiment})") from None
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml's SafeLoader (no object construction), stricter in two ways: a key twice in one mapping is an error
     (SafeLoader keeps the last silently), and `3e-5` is a float as in YAML 1.2 (YAML 1.1 needs a dot: `3.0e-5`)."""
@@ -775,6 +899,11 @@ def _chain(path: Path) -> list[tuple[Path, dict]]:
             raise ConfigError(str(files[0][0]), "parent", parent, f"an experiment with a config at {path}")
 
 
+def chain_root(path: str | Path) -> Path:
+    """The root experiment's config of the experiment at `path` (the complete file its chain of parents ends in)."""
+    return _chain(Path(path))[0][0]
+
+
 def _schema(kind: str, source: str) -> type:
     if kind not in KINDS:
         raise ConfigError(source, "kind", kind, f"one of {list(KINDS)}")
@@ -827,22 +956,24 @@ def _overrides(raw: Any, source: str, allowed: tuple[str, ...], what: str) -> di
     return raw
 
 
-def _profile_overrides(kind: str, profile: str, files: list[tuple[Path, dict]]) -> list[dict]:
-    """The dotted overrides of `profile`, in the order they apply: its file's section for `kind`, then each
-    experiment's own `profiles.<profile>`, root first."""
-    found = []
+def _profile_overrides(kind: str, profile: str, files: list[tuple[Path, dict]]) -> tuple[dict, list[dict]]:
+    """The dotted overrides of `profile`: its file's section for `kind`, and each experiment file's own
+    `profiles.<profile>` (root first), which may also set the `CHOSEN_KEYS` (generator experiments)."""
+    shared = {}
     if profile != "full":
         path = CONFIGS_ROOT / "profiles" / f"{profile}.yaml"
         sections = _read_yaml(path)
         if set(sections) - set(KINDS):
             raise ConfigError(str(path), "(top level)", sorted(sections), f"sections among {list(KINDS)}")
-        found.append(_overrides(sections.get(kind), str(path), PROFILE_KEYS, kind))
+        shared = _overrides(sections.get(kind), str(path), PROFILE_KEYS, kind)
+    allowed = PROFILE_KEYS + (_CHOSEN_ALGORITHM_KEYS if kind == "generator" else ())
+    own = []
     for path, raw in files:
         profiles = raw.get("profiles") or {}
         if not isinstance(profiles, dict) or set(profiles) - set(PROFILES):
             raise ConfigError(str(path), "profiles", profiles, f"a mapping with keys among {list(PROFILES)}")
-        found.append(_overrides(profiles.get(profile), str(path), PROFILE_KEYS, f"profiles.{profile}"))
-    return found
+        own.append(_overrides(profiles.get(profile), str(path), allowed, f"profiles.{profile}"))
+    return shared, own
 
 
 def _hardware_overrides(hardware: str) -> dict:
@@ -865,8 +996,9 @@ def _substitute(value: Any, profile: str) -> Any:
     return value
 
 
-def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None = None) -> tuple[dict, str]:
-    """(the resolved mapping, its kind) of the experiment at `path` for `profile` (module docstring)."""
+def _resolve(path: str | Path, profile: str, hardware: str | None, choices: bool,
+             overrides: dict[str, Any] | None) -> tuple[dict, str, dict[str, Any]]:
+    """(the resolved mapping, its kind, the CHOSEN_KEYS values the chain's `profiles.<profile>` gave it)."""
     path, source = Path(path), str(path)
     if profile not in PROFILES:
         raise ConfigError(source, "profile", profile, f"one of {list(PROFILES)}")
@@ -877,20 +1009,38 @@ def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None =
     if kind in INSTRUMENT_KINDS and profile == "full":
         raise ConfigError(source, "profile", profile, f"proxy or smoke: a {kind} experiment builds the proxy "
                           "instrument, and at full the published weights take its place")
+    if kind == "search" and profile == "full":
+        raise ConfigError(source, "profile", profile, "proxy or smoke: a search chooses a small profile's "
+                          "hyperparameters; at full the seed's settings are the recipe")
     merged: dict = {}
+    sets: list[set[str]] = []  # the dotted keys each file's body sets
     for file, raw in files:
         if raw.get("kind", kind) != kind:
             raise ConfigError(str(file), "kind", raw["kind"], f"{kind!r}, the kind of its root {root_source}")
         if not isinstance(raw.get("name"), str) or not raw["name"]:
             raise ConfigError(str(file), "name", raw.get("name"), "the experiment's name (each file sets its own)")
         body = {k: v for k, v in raw.items() if k not in ("profiles", "parent", "name")}
-        varies = sorted(_leaves(body, cls, "", str(file)))
+        sets.append(set(_leaves(body, cls, "", str(file))))
         merged = _merge(merged, body, cls)
+    shared, own = _profile_overrides(kind, profile, files)
+    pinned = {k for k in own[-1] if k in _CHOSEN_ALGORITHM_KEYS}  # its own value where the parent's is chosen
     merged.update(name=files[-1][1]["name"], parent=files[-1][1].get("parent", ""),
-                  varies=varies if len(files) > 1 else [], profile=profile)
-    for overrides in _profile_overrides(kind, profile, files):
-        for dotted, value in overrides.items():
+                  varies=sorted(sets[-1] | pinned) if len(files) > 1 else [], profile=profile)
+    for dotted, value in shared.items():
+        _set_dotted(merged, dotted, value)
+    chosen: dict[str, Any] = {}
+    for i, section in enumerate(own):
+        below = set().union(*sets[i + 1:])  # keys a descendant sets itself: its value stands
+        for dotted, value in section.items():
+            if dotted in below or (dotted in CHOSEN_KEYS and not choices):
+                continue
+            if dotted in CHOSEN_KEYS:
+                chosen[dotted] = value
             _set_dotted(merged, dotted, value)
+    for dotted, value in (overrides or {}).items():
+        if dotted not in CHOSEN_KEYS:
+            raise ConfigError(source, dotted, value, f"a search override among {list(CHOSEN_KEYS)}")
+        _set_dotted(merged, dotted, value)
     if kind == "generator":
         if hardware is not None and profile != "full":
             raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to --profile full")
@@ -900,17 +1050,33 @@ def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None =
                 _set_dotted(merged, dotted, value)
     elif hardware is not None:
         raise ConfigError(source, "hardware", hardware, "no hardware preset: presets apply to generator configs")
-    return _substitute(merged, profile), kind
+    return _substitute(merged, profile), kind, chosen
 
 
-def load_config(path: str | Path, profile: str = "smoke",
-                hardware: str | None = None) -> ExperimentConfig | MetricExperimentConfig:
-    """Resolve the experiment at `path` (YAML, safe_load) for `profile`, validate every key; raises ConfigError."""
-    raw, kind = resolve_raw(path, profile, hardware)
+def resolve_raw(path: str | Path, profile: str = "smoke", hardware: str | None = None, *, choices: bool = True,
+                overrides: dict[str, Any] | None = None) -> tuple[dict, str]:
+    """(the resolved mapping, its kind) of the experiment at `path` for `profile` (module docstring). `choices`:
+    apply the CHOSEN_KEYS of the chain's `profiles.<profile>` (False: a search's starting point); `overrides`:
+    CHOSEN_KEYS values set last (a search's grid point)."""
+    raw, kind, _ = _resolve(path, profile, hardware, choices, overrides)
+    return raw, kind
+
+
+def profile_choices(path: str | Path, profile: str) -> dict[str, Any]:
+    """{dotted key: value} of the CHOSEN_KEYS that the `profiles.<profile>` sections of the experiment's chain give
+    it (a descendant's own keys left out, as resolution leaves them)."""
+    return _resolve(path, profile, None, True, None)[2]
+
+
+def load_config(path: str | Path, profile: str = "smoke", hardware: str | None = None, *, choices: bool = True,
+                overrides: dict[str, Any] | None = None) -> ExperimentConfig | MetricExperimentConfig:
+    """Resolve the experiment at `path` (YAML, safe_load) for `profile`, validate every key; raises ConfigError.
+    `choices`, `overrides`: as `resolve_raw`."""
+    raw, kind = resolve_raw(path, profile, hardware, choices=choices, overrides=overrides)
     source = str(path)
     cfg = _build(KINDS[kind], raw, "", source)
     {"generator": _check_ranges, "metric": _check_metric_ranges, "base_model": _check_base_model,
-     "evaluators": _check_evaluators}[kind](cfg, source)
+     "evaluators": _check_evaluators, "search": _check_search}[kind](cfg, source)
     return cfg
 
 
@@ -953,4 +1119,6 @@ __all__ = [
     "load_config", "resolve_raw", "config_yaml", "config_hash", "config_dict", "config_diff", "flatten",
     "EvaluatorsConfig", "I3DPhaseConfig", "CLIPPhaseConfig", "TrunkPhaseConfig", "FVDSanityConfig",
     "CLIP_LABEL_SETS", "FRAME_LABEL_SETS", "FVD_CORRUPTIONS", "EVALUATOR_HELD_OUT_DOMAINS",
+    "SearchConfig", "SearchStageConfig", "CHOSEN_KEYS", "SEARCH_GRID_KEYS", "early_stop_signal", "profile_choices",
+    "stage_experiment", "chain_root",
 ]

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cinelora.atomic import atomic_write_text
+from cinelora.atomic import atomic_write_text, remove_temporaries
 from cinelora.data.buckets import Bucket, parse_bucket
 from cinelora.config import (INSTRUMENT_KINDS, BaseModelConfig, EvaluatorsConfig, ExperimentConfig,
-                             MetricExperimentConfig)
+                             MetricExperimentConfig, SearchConfig, config_hash, load_config, stage_experiment)
 from cinelora.rundir import FINISHED_MARKER, ResultsExistError, RunDir, check_same_config, claim, locked
 
 
@@ -354,14 +354,98 @@ def run_instrument(cfg: BaseModelConfig | EvaluatorsConfig, force: bool, budget_
     print(f"wrote {run.out} ({summary}):\n" + (run.out / summary).read_text())
 
 
-def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig | BaseModelConfig, source: str, force: bool,
-                   budget_minutes: float | None = None) -> None:
-    """`cinelora run`: the whole experiment, whichever its kind (`budget_minutes`: instrument kinds only)."""
+# --- search experiments (kind: search): a profile's hyperparameters chosen on validation clips -----------------
+
+
+def _search_point(run: RunDir, point) -> dict:
+    """Train (or resume) one grid point in runs/<search>/<profile>/<stage>/<point>/: its record (`point_record`),
+    status diverged when the loss or gradient became non-finite."""
+    from cinelora import hparam_search
+    from cinelora.train import NonFiniteLossError
+
+    folder = run.state / point.stage.name / point.id
+    point_run = RunDir(folder, folder / "state")
+    check_same_config(point_run, point.cfg)  # an unfinished point resumes only under its own config
+    remove_temporaries(point_run.out)
+    point_run.out.mkdir(parents=True, exist_ok=True)
+    point_run.write_config(point.cfg)
+    start = time.perf_counter()
+    try:
+        summary, error = _train(point.cfg, point_run), None
+    except NonFiniteLossError as err:
+        summary, error = None, str(err)
+    log = [json.loads(line) for line in point_run.log.read_text().splitlines()] if point_run.log.is_file() else []
+    return hparam_search.point_record(point, summary, log, time.perf_counter() - start, error)
+
+
+@_one_at_a_time
+def run_search(cfg: SearchConfig, source: str, force: bool, budget_minutes: float | None) -> None:
+    """`cinelora run` of a search experiment (`cinelora.hparam_search`): stage by stage, every grid point not finished
+    yet is trained (training only: no generation, no evaluation) and scored on the validation clips, the tables
+    rewritten after each; with `--budget-minutes`, after the chunk's first point no point starts that would end
+    past it, judged by the stage's longest point so far (the same command continues); `provenance.json` once every
+    stage has chosen."""
+    from cinelora import hparam_search
+
+    started = time.perf_counter()
+    deadline = started + budget_minutes * 60 if budget_minutes else None
+    experiments = {stage.name: load_config(stage_experiment(source, stage), cfg.profile, choices=False)
+                   for stage in cfg.stages}
+    for stage in cfg.stages:  # every input of every stage, before any work (the grid changes no input)
+        _preflight(experiments[stage.name], str(stage_experiment(source, stage)), train=True, evaluate=False)
+    run = claim(cfg, force)
+    data_val = experiments[cfg.stages[0].name].data.val
+    records: dict[str, list[dict]] = {}
+    earlier: dict = {}
+    finished, trained = True, 0
+    for stage in cfg.stages:
+        points = hparam_search.point_configs(cfg, source, stage, earlier)
+        prepare_world(points[0].cfg)
+        records[stage.name] = []
+        for k, point in enumerate(points, 1):
+            record = hparam_search.read_point(run.out, point)
+            if record is None:
+                longest = max((r["seconds"] for r in records[stage.name]), default=0.0)  # a point of this stage
+                if deadline is not None and trained and time.perf_counter() + longest > deadline:
+                    finished = False
+                    break
+                print(f"{cfg.name} {stage.name}: point {k}/{len(points)} {point.id} ({point.cfg.name})")
+                record = _search_point(run, point)
+                hparam_search.write_point(run.out, record)
+                trained += 1
+            records[stage.name].append(record)
+            hparam_search.write_tables(run.out, cfg, source, records, data_val)
+        chosen = hparam_search.outcomes(cfg, records).get(stage.name)
+        if not finished:
+            break
+        if chosen is None:
+            raise RunError(f"{cfg.name} stage {stage.name}: no point has a score (every one diverged: "
+                           f"{run.out / hparam_search.POINTS / stage.name}); lower the grid's values")
+        earlier |= chosen
+    chunks = _record_chunk(run, time.perf_counter() - started, finished)
+    if not finished:
+        print(f"{cfg.name}: stopped by --budget-minutes {budget_minutes:g}; run the same command again to continue")
+        return
+    phases = {stage: sum(r["seconds"] for r in rs) for stage, rs in records.items()}
+    run = run.finish(cfg, phases, {
+        "points": {f"{r['stage']}/{r['point']}": {"config_sha256": r["config_sha256"], "status": r["status"]}
+                   for rs in records.values() for r in rs},
+        "experiments_config_sha256": {stage: config_hash(c) for stage, c in experiments.items()},
+        "chosen": hparam_search.outcomes(cfg, records), "chunks": chunks,
+        "seconds_all_chunks": round(sum(c["seconds"] for c in chunks), 1)})
+    print(f"wrote {run.out / hparam_search.CSV} and {FINISHED_MARKER}:\n" + (run.out / hparam_search.TABLE).read_text())
+
+
+def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig | BaseModelConfig | SearchConfig, source: str,
+                   force: bool, budget_minutes: float | None = None) -> None:
+    """`cinelora run`: the whole experiment, whichever its kind (`budget_minutes`: instrument and search kinds)."""
     if cfg.kind in INSTRUMENT_KINDS:
         run_instrument(cfg, force, budget_minutes)
+    elif cfg.kind == "search":
+        run_search(cfg, source, force, budget_minutes)
     elif budget_minutes:
-        raise RunError(f"--budget-minutes applies to instrument experiments (kinds {', '.join(INSTRUMENT_KINDS)}), "
-                       f"not kind {cfg.kind}")
+        raise RunError(f"--budget-minutes applies to instrument and search experiments (kinds "
+                       f"{', '.join(INSTRUMENT_KINDS)}, search), not kind {cfg.kind}")
     elif cfg.kind == "metric":
         run_metric(cfg, force)
     else:
@@ -370,4 +454,4 @@ def run_experiment(cfg: ExperimentConfig | MetricExperimentConfig | BaseModelCon
 
 __all__ = ["RunError", "prepare_world",
            "train_generator", "generate", "evaluate_generator", "run_generator", "train_metric", "evaluate_metric",
-           "run_metric", "run_instrument", "run_experiment"]
+           "run_metric", "run_instrument", "run_search", "run_experiment"]

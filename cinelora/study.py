@@ -29,6 +29,9 @@ STUDY_SEEDS = (0, 1, 2)
 # evidence they score (with the LPIPS heads the metric experiment trains on the evaluators' trunk).
 EVALUATORS = "proxy_evaluators"  # its fvd_sanity.csv holds each domain's real-vs-real FVD noise floor (Table 2)
 INSTRUMENT = (EVALUATORS, "proxy_base")
+# The search that chooses the proxy profile's lr, steps, λ and ε on validation clips (issue 16; proxy and smoke only):
+# after the instrument, before the study, whose proxy runs take its outcome (experiments/lora_r8 `profiles: proxy:`).
+SEARCH = "proxy_search"
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ PROFILE_TEXT = {
         architecture="smoke"),
 }
 LISTS = {"methods": METHODS, "ablations": ABLATIONS, "experiments": EXPERIMENTS, "curve_experiments": CURVE_EXPERIMENTS,
-         "instrument": INSTRUMENT, "seeds": tuple(str(k) for k in STUDY_SEEDS),
+         "instrument": INSTRUMENT, "search": (SEARCH,), "seeds": tuple(str(k) for k in STUDY_SEEDS),
          "metric": (METRIC_EXPERIMENT,)}
 
 
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["METHODS", "BASELINE", "MAIN", "TRAIN_DOMAIN", "METRIC_EXPERIMENT", "ABLATIONS", "EXPERIMENTS",
-           "CURVE_EXPERIMENTS", "STUDY_SEEDS", "EVALUATORS", "INSTRUMENT", "ProfileText", "PROFILE_TEXT", "LISTS", "main"]
+           "CURVE_EXPERIMENTS", "STUDY_SEEDS", "EVALUATORS", "INSTRUMENT", "SEARCH", "ProfileText", "PROFILE_TEXT",
+           "LISTS", "main"]
 
 if __name__ == "__main__":
     main()

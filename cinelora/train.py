@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from cinelora import lora, models, objective, seeding
 from cinelora.speed.checkpointing import apply_speed_levers
 from cinelora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from cinelora.config import ExperimentConfig, config_hash
+from cinelora.config import ExperimentConfig, config_hash, early_stop_signal
 from cinelora.speed.context_parallel import Layout
 from cinelora.speed.context_parallel import enable as enable_context_parallel
 from cinelora.data.buckets import bucket_batches, parse_bucket
@@ -204,7 +204,7 @@ def train_stage(cfg: ExperimentConfig, run: RunDir, *, adapter: str = "default",
     c = models.build_components(cfg.model, device=device, seed=cfg.seed)
     needs_distance = cfg.perceptual.enabled or tc.early_stop_metric == "perceptual"
     perceptual = PerceptualDistance(cfg.perceptual, cfg.seed, device) if needs_distance else None
-    signal = "val_perceptual" if tc.early_stop_metric == "perceptual" else "val_loss"
+    signal = early_stop_signal(tc)
     transformer = c.transformer
     for name, folder in (frozen or {}).items():
         _load_frozen_adapter(transformer, name, folder)

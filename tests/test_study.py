@@ -17,16 +17,17 @@ from cinelora.config import PROFILES, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 MAKE_VARIABLES = {"METHODS": "methods", "ABLATIONS": "ablations", "EXPERIMENTS": "experiments",
-                  "CURVES": "curve_experiments"}
+                  "CURVES": "curve_experiments", "SEARCH": "search"}
 
 
 def test_experiments_are_the_folders_under_experiments_and_every_ablation_follows_its_parent():
-    named = study.EXPERIMENTS + study.INSTRUMENT
+    named = study.EXPERIMENTS + study.INSTRUMENT + (study.SEARCH,)
     assert sorted(named) == sorted(p.name for p in (REPO / "experiments").iterdir() if p.is_dir())
     assert len(set(named)) == len(named)
     for name in study.INSTRUMENT:  # the instrument exists at proxy and smoke only, never as a study experiment
         kind = yaml.safe_load((REPO / "experiments" / name / "config.yaml").read_text())["kind"]
         assert kind in ("base_model", "evaluators"), (name, kind)
+    assert yaml.safe_load((REPO / "experiments" / study.SEARCH / "config.yaml").read_text())["kind"] == "search"
     order = {name: i for i, name in enumerate(study.EXPERIMENTS)}
     for ablation in study.ABLATIONS:
         parent = yaml.safe_load((REPO / "experiments" / ablation / "config.yaml").read_text()).get("parent")
