@@ -148,7 +148,7 @@ $(PAPER)/figures/training_curves.pdf $(PAPER)/figures/training_curves.png &: $(C
 $(PAPER)/figures/domain_bars.pdf $(PAPER)/figures/domain_bars.png &: $(METRICS) $(FIG) | $(STAMP)
 	$(PY) -m cinelora report domain-bars --out $(PAPER)/figures/domain_bars.pdf
 
-$(NUMBERS): $(METRICS) $(METHOD_SUMMARIES) $(BENCH) $(METHOD_RUNS) $(R)/numbers.py $(R)/table1.py $(R)/table2.py \
+$(NUMBERS): $(METRICS) $(METHOD_SUMMARIES) $(BENCH) $(METHOD_RUNS) $(RUN_PROVENANCE) $(R)/numbers.py $(R)/table1.py $(R)/table2.py \
             $(R)/table3.py $(R)/table4.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report numbers --out $@
 

@@ -8,6 +8,7 @@ three trained methods; tiny sample strips; a true-size bench (`bench/*_h100.*`, 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -569,3 +570,20 @@ def test_table2_prints_each_shown_domains_fvd_noise_floor_from_the_evaluators(tm
     actors = next(i for i, line in enumerate(lines) if line.startswith("actors"))
     assert lines.index(floor_rows[0]) > actors and "noise floor" in text
     assert "real vs real" not in table2.make_table2(metrics)
+
+
+def test_the_setup_quotes_what_the_proxy_search_chose(tmp_path):
+    record = {"extra": {"chosen": {"lr": {"train.lr": 0.0003, "train.steps": 250},
+                                   "lambda_eps": {"perceptual.weight": 0.3, "adversarial.eps_255": 2.0,
+                                                  "adversarial.step_255": 0.5}},
+                        "points": {f"p{i}": {} for i in range(10)}}}
+    path = tmp_path / "proxy_search" / "proxy" / "provenance.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    macros = {m.name: (m.value, m.sources) for m in numbers.search_macros(numbers.read_search(tmp_path))}
+    assert {k: v for k, (v, _) in macros.items()} == {
+        "SearchLr": r"\ensuremath{0.0003}", "SearchSteps": r"\ensuremath{250}", "SearchLambda": r"\ensuremath{0.3}",
+        "SearchEps": r"\ensuremath{2}", "SearchPoints": "10"}
+    assert {s for _, s in macros.values()} == {(path,)}
+    assert numbers.read_search(tmp_path / "none") is None
+    assert {m.value for m in numbers.search_macros(None)} == {numbers.NOT_AVAILABLE}

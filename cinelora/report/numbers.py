@@ -28,7 +28,7 @@ from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_
 from cinelora.results import KEY_COLUMNS, read_results
 from cinelora.rundir import run_folder
 from cinelora.stats import holm_adjust
-from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, TRAIN_DOMAIN
+from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, SEARCH, TRAIN_DOMAIN
 
 NOT_AVAILABLE = "n/a"
 METHOD_NAMES = {"base": "Base", "lora_r8": "Lora", "lpips_r8": "Lpips", "robust_lpips_r8": "Main"}  # macro suffixes
@@ -217,17 +217,41 @@ def figure_macros(metrics: pd.DataFrame, strips_profile: str | None, curves_prof
     return [*macros, Macro("EpsScale", (eps.metric_brief or eps.metric) if eps else NOT_AVAILABLE, ())]
 
 
+# The values the proxy search chose (results/proxy_search/proxy/provenance.json `extra.chosen`), for the setup
+SEARCH_MACROS = {"train.lr": "SearchLr", "train.steps": "SearchSteps", "perceptual.weight": "SearchLambda",
+                 "adversarial.eps_255": "SearchEps"}
+
+
+def read_search(results_root: Path) -> tuple[Path, dict] | None:
+    """The finished proxy search's provenance (its `extra.chosen` is the outcome), or None before it has run. Only
+    the proxy search is quoted: at smoke it is a pipeline check, and `full` takes the seed's settings."""
+    path = Path(results_root) / SEARCH / "proxy" / "provenance.json"
+    return (path, json.loads(path.read_text())) if path.is_file() else None
+
+
+def search_macros(search: tuple[Path, dict] | None) -> list[Macro]:
+    """`\\SearchLr`, `\\SearchSteps`, `\\SearchLambda`, `\\SearchEps` (ε x255) and `\\SearchPoints`: what the proxy's
+    validation search chose, and among how many points."""
+    path, record = search if search is not None else (None, {"extra": {}})
+    chosen = {k: v for stage in record["extra"].get("chosen", {}).values() for k, v in stage.items()}
+    macros = [Macro(name, rf"\ensuremath{{{chosen[key]:g}}}" if key in chosen else NOT_AVAILABLE,
+                    (path,) if key in chosen else ()) for key, name in SEARCH_MACROS.items()]
+    points = len(record["extra"].get("points", {}))
+    return macros + [Macro("SearchPoints", str(points) if points else NOT_AVAILABLE, (path,) if points else ())]
+
+
 def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[Path, dict]], compute: ComputeInputs,
-                 figure_profiles: tuple[str | None, str | None], results_root: Path) -> list[Macro]:
+                 figure_profiles: tuple[str | None, str | None], results_root: Path,
+                 search: tuple[Path, dict] | None = None) -> list[Macro]:
     """Every macro, in a fixed order; a pure function of the parsed results (`results_root` only names files).
 
     `figure_profiles`: the profiles of the frame-strip and training-curve figures (`figures.strip_paths`,
-    `figures.read_training`), which read files rather than metrics.
+    `figures.read_training`), which read files rather than metrics; `search`: `read_search`'s.
     """
     study = study_macros(metrics, results_root)
     profile = study[0].value if study[0].value != NOT_AVAILABLE else None
     return [*study, *training_macros(summaries, profile), *metric_macros(metrics, results_root),
-            *compute_macros(compute), *figure_macros(metrics, *figure_profiles)]
+            *compute_macros(compute), *figure_macros(metrics, *figure_profiles), *search_macros(search)]
 
 
 def render_numbers(macros: list[Macro]) -> str:
@@ -248,9 +272,10 @@ def figure_inputs(results_root: Path) -> tuple[str | None, str | None]:
 def main(results_root: Path, out: Path) -> None:
     """`python -m cinelora report numbers`: results/ → `out` (paper/generated/numbers.tex), atomically."""
     macros = make_numbers(read_results(results_root), read_summaries(results_root), read_compute(results_root),
-                          figure_inputs(results_root), results_root)
+                          figure_inputs(results_root), results_root, read_search(results_root))
     atomic_write_text(out, render_numbers(macros))
 
 
 __all__ = ["make_numbers", "render_numbers", "main", "Macro", "read_summaries", "study_macros", "training_macros",
-           "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "NOT_AVAILABLE"]
+           "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "read_search", "search_macros",
+           "SEARCH_MACROS", "NOT_AVAILABLE"]

@@ -124,7 +124,7 @@ def main(results_root: Path, out: Path) -> None:
     entries = table_entries(metrics, table3.read_configs(results_root), compute, results_root)
     entries += figure_entries(metrics, results_root)
     macros = numbers.make_numbers(metrics, numbers.read_summaries(results_root), compute,
-                                  numbers.figure_inputs(results_root), results_root)
+                                  numbers.figure_inputs(results_root), results_root, numbers.read_search(results_root))
     entries += [("generated/numbers.tex", "\\" + m.name, source) for m in macros for source in m.sources]
     atomic_write_text(out, make_provenance(entries))
 
