@@ -50,14 +50,15 @@ R   := cinelora/report
 LIB := $(R)/__init__.py cinelora/study.py cinelora/results.py cinelora/atomic.py cinelora/stats.py cinelora/config.py
 FIG := $(R)/figures.py $(R)/figures_metric.py $(R)/table1.py $(R)/table2.py $(LIB)
 
-TABLES  := $(PAPER)/tables/table1.tex $(PAPER)/tables/table2.tex $(PAPER)/tables/table3.tex $(PAPER)/tables/table4.tex
+TABLES  := $(PAPER)/tables/table1.tex $(PAPER)/tables/table2.tex $(PAPER)/tables/table3.tex $(PAPER)/tables/table4.tex \
+           $(PAPER)/tables/main_comparison.tex
 FIGURES := $(foreach f,metric_vs_eps frame_strips training_curves domain_bars,\
              $(PAPER)/figures/$(f).pdf $(PAPER)/figures/$(f).png)
 NUMBERS := $(PAPER)/generated/numbers.tex
 PROVENANCE := $(PAPER)/generated/provenance.tsv
 PERFORMANCE := $(DOCS)/performance.md
 
-.PHONY: help setup test test-slow proxy-base proxy-evaluators proxy-search proxy-study smoke bench bench-smoke bench-terms table1 table2 table3 table4 figures numbers provenance reports performance gallery paper check clean-runs
+.PHONY: help setup test test-slow proxy-base proxy-evaluators proxy-search proxy-study smoke bench bench-smoke bench-terms table1 table2 table3 table4 main-comparison figures numbers provenance reports performance gallery paper check clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -115,6 +116,7 @@ table1: $(PAPER)/tables/table1.tex  ## Table 1 (metric robustness, 2AFC) from re
 table2: $(PAPER)/tables/table2.tex  ## Table 2 (cross-domain: FVD, CLIP-SIM, LPIPS) from results/*/*/metrics.csv
 table3: $(PAPER)/tables/table3.tex  ## Table 3 (ablations vs parents) from metrics.csv + config.resolved.yaml
 table4: $(PAPER)/tables/table4.tex  ## Table 4 (compute) from results/bench/ + the methods' train_log.jsonl
+main-comparison: $(PAPER)/tables/main_comparison.tex  ## the main comparison stated before the runs (robust_lpips_r8 vs lora_r8, held out), with its verdict
 figures: $(FIGURES)  ## paper/figures/*.pdf (+ PNG copies): frame strips, training curves, domain bars, metric vs eps
 numbers: $(NUMBERS)  ## paper/generated/numbers.tex: every number quoted in the prose, as a macro
 provenance: $(PROVENANCE)  ## paper/generated/provenance.tsv: each number's results file, git sha, config hash
@@ -129,6 +131,9 @@ $(PAPER)/tables/table1.tex: $(METRICS) $(R)/table1.py $(LIB) | $(STAMP)
 
 $(PAPER)/tables/table2.tex: $(METRICS) $(FVD_FLOORS) $(R)/table2.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table2 --out $@
+
+$(PAPER)/tables/main_comparison.tex: $(METRICS) $(FVD_FLOORS) $(R)/main_comparison.py $(R)/table2.py $(LIB) | $(STAMP)
+	$(PY) -m cinelora report main-comparison --out $@
 
 $(PAPER)/tables/table3.tex: $(METRICS) $(CONFIGS) $(R)/table3.py $(R)/table2.py $(LIB) | $(STAMP)
 	$(PY) -m cinelora report table3 --out $@

@@ -51,6 +51,7 @@ REPORTS = {
     "table2": ("table2", "main", "paper/tables/table2.tex"),
     "table3": ("table3", "main", "paper/tables/table3.tex"),
     "table4": ("table4", "main", "paper/tables/table4.tex"),
+    "main-comparison": ("main_comparison", "main", "paper/tables/main_comparison.tex"),
     "metric-vs-eps": ("figures_metric", "main", "paper/figures/metric_vs_eps.pdf"),
     "frame-strips": ("figures", "frame_strips_main", "paper/figures/frame_strips.pdf"),
     "training-curves": ("figures", "training_curves_main", "paper/figures/training_curves.pdf"),

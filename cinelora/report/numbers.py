@@ -6,9 +6,9 @@ Groups: the generator study at its most real profile (held-out LPIPS / CLIP-SIM 
 against the baseline with a paired test, robustness), training facts, metric robustness (Table 1's 2AFC
 scores), and true-size compute from `results/bench/`.
 
-The main comparison's p-value (`\\MainVsLoraP`) is Holm-adjusted, not raw: its family is Table 2's tests plus
-this one (`\\MainVsLoraFamily` tests), since it is one more test of the same methods against the baseline;
-`\\MainVsLoraEffect` is its effect size, the rank-biserial correlation (`cinelora.stats.rank_biserial`).
+The main comparison's p-values (`\\MainVsLoraP`, `\\MainVsLoraPAttacked`) are Holm-adjusted over its two tests,
+clean and attacked (`\\MainVsLoraFamily` tests), the family stated before the runs (`cinelora.report.main_comparison`);
+`\\MainVsLoraEffect` is the effect size, the rank-biserial correlation (`cinelora.stats.rank_biserial`).
 """
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ import pandas as pd
 from cinelora.atomic import atomic_write_text
 from cinelora.report import bootstrap_mean_ci, count_phrase, figures, fixed, latex_escape, most_real_profile
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
-from cinelora.report.table2 import baseline_tests, clip_matrix, clip_means, paired_on_clips, table2_groups
+from cinelora.report.main_comparison import MainComparison, main_comparison
+from cinelora.report.table2 import Floor, clip_matrix, read_fvd_floors
 from cinelora.report.table3 import held_out_values
 from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, read_results
 from cinelora.rundir import run_folder
-from cinelora.stats import holm_adjust
 from cinelora.study import BASELINE, MAIN, METHODS, PROFILE_TEXT, SEARCH, TRAIN_DOMAIN
 
 NOT_AVAILABLE = "n/a"
@@ -37,6 +37,7 @@ STUDY_COLUMNS = {("clean", "lpips"): "HeldOutLpips", ("clean", "clip_sim"): "Hel
                  ("delta", "lpips"): "RobustnessLpips"}
 MAIN_VS_BASELINE = ("MainMinusLoraHeldOutLpips", "MainMinusLoraHeldOutLpipsCI", "MainVsLoraTest", "MainVsLoraP",
                     "MainVsLoraFamily", "MainVsLoraEffect", "MainVsLoraPairs")
+SHARED = ("MainVsLoraFamily", "MainVsLoraPairs")  # the same for both conditions: no `Attacked` twin
 BASELINE_CASE = "baseline_480p"  # the plain diffusers + peft + gradient-checkpointing step (bench plan `full`)
 
 
@@ -70,8 +71,7 @@ def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
     clean = rows[rows["condition"] == "clean"]
     if clean.empty:  # every macro still defined, so the paper builds and says n/a
         names = ["StudyProfile", "StudyScaleMeaning", "StudyClipsPerDomain", "StudySeeds", "StudyHeldOutDomains",
-                 *(prefix + suffix for suffix in METHOD_NAMES.values() for prefix in STUDY_COLUMNS.values()),
-                 *MAIN_VS_BASELINE]
+                 *(prefix + suffix for suffix in METHOD_NAMES.values() for prefix in STUDY_COLUMNS.values())]
         return [Macro(n, NOT_AVAILABLE, ()) for n in names]
     profile = most_real_profile(clean["profile"])
     rows, clean = rows[rows["profile"] == profile], clean[clean["profile"] == profile]
@@ -94,29 +94,32 @@ def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
             digits = 3 + (column[0] == "delta")  # a change is smaller than the metric itself: one more digit
             value = _num(bootstrap_mean_ci(clip_matrix(group)).mean, digits) if len(group) else NOT_AVAILABLE
             macros.append(Macro(prefix + suffix, value, _metrics_files(results_root, group)))
-    table2_family = [t.p_value for t in baseline_tests(table2_groups(metrics)).values()]
-    macros += _main_vs_baseline(values[("clean", "lpips")], table2_family, results_root)
     return macros
 
 
-def _main_vs_baseline(lpips: pd.DataFrame, family: list[float | None], results_root: Path) -> list[Macro]:
-    """The main method minus the baseline on held-out LPIPS: mean per-clip difference, its CI, the test, its p-value
-    Holm-adjusted over `family` (Table 2's p-values) and this one, and its effect size."""
-    main, base = lpips[lpips["experiment"] == MAIN], lpips[lpips["experiment"] == BASELINE]
-    test = paired_on_clips(main, base) if len(main) and len(base) else None
-    sources = _metrics_files(results_root, pd.concat([main, base]))
-    if test is None:
-        return [Macro(n, NOT_AVAILABLE, ()) for n in MAIN_VS_BASELINE]
-    a, b = clip_means(main), clip_means(base)
-    common = a.index.intersection(b.index)
-    ci = bootstrap_mean_ci((a[common] - b[common]).to_numpy())
-    interval = NOT_AVAILABLE if ci.low is None else rf"\ensuremath{{[{fixed(ci.low, 4)}, {fixed(ci.high, 4)}]}}"
-    tests = [*family, test.p_value]
-    p_holm = holm_adjust(tests)[-1]
-    size = str(sum(p is not None for p in tests)) if p_holm is not None else NOT_AVAILABLE
-    r = _num(test.rank_biserial, 2) if test.rank_biserial is not None else NOT_AVAILABLE
-    values = (_num(ci.mean, 4), interval, test.test_name, _p(p_holm), size, r, str(test.n))
-    return [Macro(n, v, sources) for n, v in zip(MAIN_VS_BASELINE, values)]
+def comparison_macros(comparison: MainComparison | None, metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
+    """The main comparison (`cinelora.report.main_comparison`), clean and attacked (suffix `Attacked`): the mean
+    held-out LPIPS difference, its CI, the test, its p-value Holm-adjusted over the two conditions, the family's
+    size, the rank-biserial effect size and the pairs; `\\MainVerdict`: the stated rule's answer."""
+    names = [*MAIN_VS_BASELINE, *(n + "Attacked" for n in MAIN_VS_BASELINE if n not in SHARED)]
+    if comparison is None:
+        return [Macro(n, NOT_AVAILABLE, ()) for n in [*names, "MainVerdict"]]
+    runs = metrics[(metrics["profile"] == comparison.profile) & metrics["experiment"].isin([MAIN, BASELINE])]
+    sources = _metrics_files(results_root, runs) + tuple(sorted({f.path for f in comparison.floors.values()}))
+    family = str(sum(c.test.p_value is not None for c in comparison.lpips.values()))
+    macros = []
+    for condition, suffix in (("clean", ""), ("attacked", "Attacked")):
+        lp = comparison.lpips.get(condition)
+        wanted = [n for n in MAIN_VS_BASELINE if not (suffix and n in SHARED)]
+        if lp is None:
+            macros += [Macro(n + suffix, NOT_AVAILABLE, ()) for n in wanted]
+            continue
+        interval = NOT_AVAILABLE if lp.low is None else rf"\ensuremath{{[{fixed(lp.low, 4)}, {fixed(lp.high, 4)}]}}"
+        effect = _num(lp.test.rank_biserial, 2) if lp.test.rank_biserial is not None else NOT_AVAILABLE
+        values = (_num(lp.difference, 4), interval, lp.test.test_name, _p(lp.p_holm),
+                  family if lp.p_holm is not None else NOT_AVAILABLE, effect, str(lp.test.n))
+        macros += [Macro(n + suffix, v, sources) for n, v in zip(MAIN_VS_BASELINE, values) if n in wanted]
+    return macros + [Macro("MainVerdict", comparison.verdict, sources)]
 
 
 def read_summaries(results_root: Path) -> dict[tuple[str, str], tuple[Path, dict]]:
@@ -242,7 +245,8 @@ def search_macros(search: tuple[Path, dict] | None) -> list[Macro]:
 
 def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[Path, dict]], compute: ComputeInputs,
                  figure_profiles: tuple[str | None, str | None], results_root: Path,
-                 search: tuple[Path, dict] | None = None) -> list[Macro]:
+                 search: tuple[Path, dict] | None = None, floors: dict[tuple[str, str], Floor] | None = None
+                 ) -> list[Macro]:
     """Every macro, in a fixed order; a pure function of the parsed results (`results_root` only names files).
 
     `figure_profiles`: the profiles of the frame-strip and training-curve figures (`figures.strip_paths`,
@@ -250,7 +254,8 @@ def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[P
     """
     study = study_macros(metrics, results_root)
     profile = study[0].value if study[0].value != NOT_AVAILABLE else None
-    return [*study, *training_macros(summaries, profile), *metric_macros(metrics, results_root),
+    return [*study, *comparison_macros(main_comparison(metrics, floors or {}), metrics, results_root),
+            *training_macros(summaries, profile), *metric_macros(metrics, results_root),
             *compute_macros(compute), *figure_macros(metrics, *figure_profiles), *search_macros(search)]
 
 
@@ -272,10 +277,11 @@ def figure_inputs(results_root: Path) -> tuple[str | None, str | None]:
 def main(results_root: Path, out: Path) -> None:
     """`python -m cinelora report numbers`: results/ → `out` (paper/generated/numbers.tex), atomically."""
     macros = make_numbers(read_results(results_root), read_summaries(results_root), read_compute(results_root),
-                          figure_inputs(results_root), results_root, read_search(results_root))
+                          figure_inputs(results_root), results_root, read_search(results_root),
+                          read_fvd_floors(results_root))
     atomic_write_text(out, render_numbers(macros))
 
 
 __all__ = ["make_numbers", "render_numbers", "main", "Macro", "read_summaries", "study_macros", "training_macros",
-           "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "read_search", "search_macros",
+           "comparison_macros", "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "read_search", "search_macros",
            "SEARCH_MACROS", "NOT_AVAILABLE"]

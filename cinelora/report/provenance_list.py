@@ -15,10 +15,11 @@ import pandas as pd
 
 from cinelora.atomic import atomic_write_text
 from cinelora.report import figures, most_real_profile, numbers, table2, table3, table4
+from cinelora.report.main_comparison import main_comparison
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
 from cinelora.results import read_results
 from cinelora.rundir import run_folder
-from cinelora.study import BASELINE
+from cinelora.study import BASELINE, MAIN
 
 COLUMNS = ("output", "item", "file", "git_sha", "git_state", "config_sha256")
 Entry = tuple[str, str, Path]  # (output, item, results file)
@@ -57,6 +58,14 @@ def table_entries(metrics: pd.DataFrame, configs: table3.Configs, compute: table
             entries += [("tables/table2.tex", f"{p}/{d}/{e}/{m}", f) for f in files(BASELINE, p)]
     entries += [("tables/table2.tex", f"{p}/{d}/real vs real/fvd", floor.path)
                 for (p, d), floor in table2.read_fvd_floors(results_root).items() if any(k[:2] == (p, d) for k in cells)]
+    comparison = main_comparison(metrics, table2.read_fvd_floors(results_root))
+    if comparison is not None:
+        runs = [f for e in (MAIN, BASELINE) for f in files(e, comparison.profile)]
+        entries += [("tables/main_comparison.tex", f"{comparison.profile}/{item}", f)
+                    for item in (*(f"lpips/{c}" for c in comparison.lpips), *(f"fvd/{d}/{c}" for d, c in comparison.fvd))
+                    for f in runs]
+        entries += [("tables/main_comparison.tex", f"{comparison.profile}/floor/{d}", floor.path)
+                    for d, floor in comparison.floors.items()]
     parents = table3.ablations(configs)
     for (p, e, (kind, m)), cell in table3.table3_cells(metrics, configs).items():
         item = f"{p}/{e}/{kind}:{m}"
@@ -124,7 +133,8 @@ def main(results_root: Path, out: Path) -> None:
     entries = table_entries(metrics, table3.read_configs(results_root), compute, results_root)
     entries += figure_entries(metrics, results_root)
     macros = numbers.make_numbers(metrics, numbers.read_summaries(results_root), compute,
-                                  numbers.figure_inputs(results_root), results_root, numbers.read_search(results_root))
+                                  numbers.figure_inputs(results_root), results_root, numbers.read_search(results_root),
+                                  table2.read_fvd_floors(results_root))
     entries += [("generated/numbers.tex", "\\" + m.name, source) for m in macros for source in m.sources]
     atomic_write_text(out, make_provenance(entries))
 
