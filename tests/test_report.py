@@ -624,3 +624,14 @@ def test_the_main_comparison_answers_by_the_rule_stated_before_the_runs():
     assert r"\textbf{positive}" in text and r"FVD actors [2.0]" in text and r"$10.0 \to 11.0$ (N=12)" in text
     assert mc.main_comparison(_comparison_rows(0.05, 11.0).query("experiment == 'lora_r8'"), floor) is None
     assert "no held-out rows" in mc.make_main_comparison(None)
+
+
+@pytest.mark.parametrize("lora_shift, valid", [(-0.05, True), (0.05, False)])
+def test_the_study_is_valid_only_when_the_lora_beats_base_on_its_own_domain(lora_shift, valid):
+    rows = [dict(experiment=e, profile="proxy", seed=0, domain="cinematic", clip=f"c{i}", condition="clean",
+                 metric="lpips", value=0.3 + 0.01 * i + (lora_shift if e == "lora_r8" else 0.0) * (1 + 0.1 * (i % 3)))
+            for e in ("base", "lora_r8") for i in range(12)]
+    values = {m.name: m.value for m in numbers.validity_macros(pd.DataFrame(rows), "proxy", Path("results"))}
+    assert values["StudyValidity"] == (numbers.VALID if valid else numbers.NOT_VALID)
+    assert values["ValidityLoraMinusBase"].startswith(r"\ensuremath{-" if valid else r"\ensuremath{0.")
+    assert {m.value for m in numbers.validity_macros(pd.DataFrame(rows), None, Path("results"))} == {"n/a"}

@@ -23,7 +23,7 @@ from cinelora.atomic import atomic_write_text
 from cinelora.report import bootstrap_mean_ci, count_phrase, figures, fixed, latex_escape, most_real_profile
 from cinelora.report.table1 import METRIC_ROWS, two_afc_rows
 from cinelora.report.main_comparison import MainComparison, main_comparison
-from cinelora.report.table2 import Floor, clip_matrix, read_fvd_floors
+from cinelora.report.table2 import ALPHA, Floor, clip_matrix, read_fvd_floors, table2_cells
 from cinelora.report.table3 import held_out_values
 from cinelora.report.table4 import CACHE_STAGES, SCALES, ComputeInputs, current_bench_steps, read_compute
 from cinelora.results import KEY_COLUMNS, read_results
@@ -95,6 +95,26 @@ def study_macros(metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
             value = _num(bootstrap_mean_ci(clip_matrix(group)).mean, digits) if len(group) else NOT_AVAILABLE
             macros.append(Macro(prefix + suffix, value, _metrics_files(results_root, group)))
     return macros
+
+
+VALIDITY = ("ValidityLoraMinusBase", "ValidityP", "StudyValidity")
+VALID, NOT_VALID = "valid: the LoRA beats the base model on its own domain", \
+    "not yet valid: the LoRA does not beat the base model on its own domain"
+
+
+def validity_macros(metrics: pd.DataFrame, profile: str | None, results_root: Path) -> list[Macro]:
+    """Whether the study at `profile` is valid (issue 16): on the fine-tuning domain's test clips the plain LoRA
+    has lower LPIPS than `base`, at p < ALPHA Holm-adjusted within Table 2 (its base-vs-baseline cell)."""
+    cells = table2_cells(metrics) if profile else {}
+    base, lora = (cells.get((profile, TRAIN_DOMAIN, e, "lpips")) for e in ("base", BASELINE))
+    if base is None or lora is None or base.test is None:
+        return [Macro(n, NOT_AVAILABLE, ()) for n in VALIDITY]
+    rows = metrics[(metrics["profile"] == profile) & metrics["experiment"].isin(["base", BASELINE])]
+    sources = _metrics_files(results_root, rows)
+    difference = lora.ci.mean - base.ci.mean
+    valid = difference < 0 and base.p_holm is not None and base.p_holm < ALPHA
+    return [Macro("ValidityLoraMinusBase", _num(difference, 4), sources), Macro("ValidityP", _p(base.p_holm), sources),
+            Macro("StudyValidity", VALID if valid else NOT_VALID, sources)]
 
 
 def comparison_macros(comparison: MainComparison | None, metrics: pd.DataFrame, results_root: Path) -> list[Macro]:
@@ -254,7 +274,8 @@ def make_numbers(metrics: pd.DataFrame, summaries: dict[tuple[str, str], tuple[P
     """
     study = study_macros(metrics, results_root)
     profile = study[0].value if study[0].value != NOT_AVAILABLE else None
-    return [*study, *comparison_macros(main_comparison(metrics, floors or {}), metrics, results_root),
+    return [*study, *validity_macros(metrics, profile, results_root),
+            *comparison_macros(main_comparison(metrics, floors or {}), metrics, results_root),
             *training_macros(summaries, profile), *metric_macros(metrics, results_root),
             *compute_macros(compute), *figure_macros(metrics, *figure_profiles), *search_macros(search)]
 
@@ -283,5 +304,5 @@ def main(results_root: Path, out: Path) -> None:
 
 
 __all__ = ["make_numbers", "render_numbers", "main", "Macro", "read_summaries", "study_macros", "training_macros",
-           "comparison_macros", "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "read_search", "search_macros",
+           "validity_macros", "comparison_macros", "metric_macros", "compute_macros", "cache_macros", "figure_macros", "figure_inputs", "read_search", "search_macros",
            "SEARCH_MACROS", "NOT_AVAILABLE"]
