@@ -85,9 +85,7 @@ def write_figures(figures: dict[str, float], cfg: ExperimentConfig, out: Path, l
                                    for name, value in figures.items()]
     path = out / f"proxy_loop_{label}.csv"
     atomic_write_text(path, "\n".join(lines) + "\n")
-    facts = {"versions": provenance.package_versions(), "device": provenance.device_info(),
-             "git": {"sha": provenance.git_sha(), "dirty": provenance.git_dirty()}, "config": str(MAIN_CONFIG),
-             "profile": cfg.profile, "wall_seconds": round(seconds, 3)}
+    facts = provenance.bench_provenance(seconds, config=str(MAIN_CONFIG), profile=cfg.profile)
     atomic_write_text(out / f"proxy_loop_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
     return path
 

@@ -73,8 +73,7 @@ def write_terms(rows: list[dict], out: Path, label: str, seconds: float) -> Path
         ",".join(f"{r[c]:.6f}" if isinstance(r[c], float) else str(r[c]) for c in TERMS_COLUMNS) for r in rows]
     path = out / f"terms_{label}.csv"
     atomic_write_text(path, "\n".join(lines) + "\n")
-    facts = {"versions": provenance.package_versions(), "device": provenance.device_info(),
-             "git": {"sha": provenance.git_sha()}, "wall_seconds": round(seconds, 3), "config": str(MAIN_CONFIG)}
+    facts = provenance.bench_provenance(seconds, config=str(MAIN_CONFIG))
     atomic_write_text(out / f"terms_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
     return path
 

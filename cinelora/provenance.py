@@ -159,5 +159,14 @@ def collect_provenance(cfg: ExperimentConfig, *, phase_seconds: dict[str, float]
     return record
 
 
-__all__ = ["collect_provenance", "git_sha", "git_dirty", "package_versions", "device_info",
+def bench_provenance(wall_seconds: float, **facts) -> dict:
+    """The provenance record of a benchmark run (no experiment config of its own): git sha and dirty flag, package
+    versions, device, wall seconds, and the bench's own `facts` (the config it timed, its profile, ...)."""
+    record = {"git": {"sha": git_sha(), "dirty": git_dirty()}, "versions": package_versions(), "device": device_info(),
+              "wall_seconds": round(wall_seconds, 3), **facts}
+    _check_anonymous(record, "bench provenance", _identifying_strings())
+    return record
+
+
+__all__ = ["collect_provenance", "bench_provenance", "git_sha", "git_dirty", "package_versions", "device_info",
            "determinism_flags", "peak_memory"]

@@ -146,6 +146,14 @@ def test_provenance_refuses_an_absolute_path_in_extra():
         collect_provenance(ExperimentConfig(name="x"), phase_seconds={}, extra={"weights": str(REPO / "w.pt")})
 
 
+def test_bench_provenance_names_the_commit_and_refuses_an_absolute_path():
+    record = provenance.bench_provenance(1.23456, config="experiments/robust_lpips_r8/config.yaml")
+    assert record["git"]["sha"] == git_sha() and record["wall_seconds"] == 1.235
+    assert record["config"] == "experiments/robust_lpips_r8/config.yaml" and "torch" in record["versions"]
+    with pytest.raises(ValueError, match="provenance key 'bench provenance.config'"):
+        provenance.bench_provenance(1.0, config=str(REPO / "experiments"))
+
+
 def test_schema_defines_exactly_the_registered_metrics_with_their_direction():
     schema = (REPO / "results" / "SCHEMA.md").read_text()
     section = schema.split("## Metrics\n", 1)[1].split("\n## ", 1)[0]

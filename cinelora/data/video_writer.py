@@ -1,12 +1,13 @@
 """Writing video files: the procedural world's clips (lossless) and clips for people to watch (H.264).
 
-The file's suffix picks the codec: `.avi` holds PNG frames, lossless, so the decoded frames are exactly the
+The file's suffix picks the codec: `.avi` holds FFV1 frames, lossless, so the decoded frames are exactly the
 written ones whichever encoder wrote them (the world is bit-exact on every machine); `.mp4` holds H.264 at CRF 10
 (visually lossless). The encoder is ffmpeg (imageio-ffmpeg's binary) where there is one, else OpenCV's bundled
 libavcodec (opencv-python-headless), which has no H.264 encoder: there `.mp4` gets MPEG-4 Part 2 at top quality.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 from pathlib import Path
@@ -18,7 +19,7 @@ from cinelora.atomic import atomic_path
 from cinelora.data.videos import VideoDataError
 
 ENCODERS = ("ffmpeg", "opencv")
-CODECS = {".avi": "PNG (lossless)", ".mp4": "H.264 CRF 10 (ffmpeg) or MPEG-4 Part 2 (OpenCV)"}
+CODECS = {".avi": "FFV1 (lossless)", ".mp4": "H.264 CRF 10 (ffmpeg) or MPEG-4 Part 2 (OpenCV)"}
 # one encoder thread makes the bytes independent of the machine's core count; the bitexact flags keep library
 # version strings out of the container
 FFMPEG_PARAMS = {".avi": ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact"],
@@ -33,11 +34,9 @@ def available_encoder() -> str:
     if importlib.util.find_spec("imageio_ffmpeg") is not None:
         import imageio_ffmpeg
 
-        try:
+        with contextlib.suppress(RuntimeError):  # the package without its binary: try OpenCV
             imageio_ffmpeg.get_ffmpeg_exe()
             return "ffmpeg"
-        except RuntimeError:
-            pass
     if importlib.util.find_spec("cv2") is not None:
         return "opencv"
     raise RuntimeError("no video encoder: install imageio-ffmpeg or opencv-python-headless (both in requirements.txt)")
