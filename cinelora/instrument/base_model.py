@@ -76,7 +76,8 @@ class _Data:
     val_captions: list[str]
 
 
-def _load_data(cfg: BaseModelConfig, device: torch.device, progress: bool, cache: Path) -> _Data:
+def load_data(cfg: BaseModelConfig, device: torch.device, progress: bool, cache: Path) -> _Data:
+    """The corpus's train and val clips, rendered (or read from `cache`) and moved to `device`."""
     train, val = (render_corpus(corpus_spec(cfg, s), progress=progress, cache=cache) for s in ("train", "val"))
     return _Data(torch.from_numpy(train.frames).to(device), torch.from_numpy(val.frames).to(device),
                  train.captions, val.captions)
@@ -89,7 +90,8 @@ def _batch_indices(seed: int, step: int, n: int, size: int) -> torch.Tensor:
 # --- phase 1: the VAE --------------------------------------------------------------------------------------
 
 
-def _vae_step(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
+def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
+    """The VAE phase's `step_loss(step)`: L1 + KL (+ LPIPS on `perceptual_frames` frames) of one seeded batch."""
     phase, device = cfg.vae, data.train.device
     perceptual = _evidence_lpips(cfg, device) if phase.perceptual_weight else None
 
@@ -159,7 +161,7 @@ def _latent_statistics(vae: AutoencoderKLWan, frames: torch.Tensor, clips: int =
 def _train_vae(cfg: BaseModelConfig, run: RunDir, c: models.WanComponents, data: _Data, deadline: Deadline,
                progress: bool) -> bool:
     vae = c.vae.float().requires_grad_(True)
-    result = fit("vae", vae, _vae_step(cfg, vae, data), _vae_validation(vae, data), cfg.vae,
+    result = fit("vae", vae, vae_step_loss(cfg, vae, data), _vae_validation(vae, data), cfg.vae,
                  run.state / "vae_checkpoints", run.out / "vae_log.jsonl", deadline, progress)
     vae.requires_grad_(False).eval()
     if not result.finished:
@@ -442,7 +444,7 @@ def run_base_model(cfg: BaseModelConfig, run: RunDir, deadline: Deadline, progre
     device = training_device()
     folder = run.out / MODEL_DIR
     seeding.seed_everything(cfg.seed)
-    data = _load_data(cfg, device, progress, run.state / "corpus")
+    data = load_data(cfg, device, progress, run.state / "corpus")
     # the frozen encoders, tokenizer and processor: the preset's seeded random init (the `random` source's)
     c = models.build_components(ModelConfig(source="random", architecture=cfg.model.architecture,
                                             weight_dtype=cfg.model.weight_dtype, flow_shift=cfg.model.flow_shift),
@@ -465,5 +467,6 @@ def load_weights_sidecar(run: RunDir) -> dict:
     return json.loads((run.out / MODEL_DIR / SIDECAR).read_text())
 
 
-__all__ = ["MODEL_DIR", "SIDECAR", "MissingEvaluatorsError", "check_evaluators", "corpus_spec", "encode_corpus", "pretrained_config", "run_base_model",
+__all__ = ["MODEL_DIR", "SIDECAR", "MissingEvaluatorsError", "check_evaluators", "corpus_spec", "encode_corpus", "load_data",
+           "vae_step_loss", "pretrained_config", "run_base_model",
            "summarize", "evidence_markdown", "psnr", "to_video", "load_weights_sidecar"]

@@ -1,0 +1,95 @@
+"""Seconds per step of the proxy base model's VAE phase (experiments/proxy_base), by batch size, LPIPS frames per
+clip and cuDNN autotuning: what sets how many steps of the VAE recipe fit one device session.
+
+The step is the phase's own (`base_model.vae_step_loss`: encode, sample, decode, L1 + KL + LPIPS, backward,
+gradient clipping, AdamW), on a corpus of `--clips` clips of the config's size; the median of `--steps` timed
+steps after `--warmup` untimed ones.
+
+    python -m bench.vae_step --profile proxy --label h200
+    python -m bench.vae_step --profile smoke --label cpu --steps 2 --warmup 1
+Output: `<out>/vae_step_<label>.csv` (columns COLUMNS) + `<out>/vae_step_<label>.json` (provenance).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cinelora import models, provenance, seeding
+from cinelora.atomic import atomic_write_text
+from cinelora.config import BaseModelConfig, ModelConfig, load_config
+from cinelora.instrument.base_model import check_evaluators, load_data, vae_step_loss
+from cinelora.instrument.loop import training_device
+
+CONFIG = Path("experiments/proxy_base/config.yaml")
+COLUMNS = ("device", "profile", "frames", "height", "width", "batch", "perceptual_weight", "perceptual_frames",
+           "cudnn_benchmark", "s_per_step", "clips_per_s")
+# (batch, perceptual_weight, perceptual_frames, cudnn_benchmark): the recipe's point and one lever at a time
+VARIANTS = ((64, 0.1, 4, False), (64, 0.0, 0, False), (64, 0.1, 1, False), (64, 0.1, 17, False),
+            (32, 0.1, 4, False), (128, 0.1, 4, False), (64, 0.1, 4, True))
+
+
+def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> float:
+    device = data.train.device
+    c = models.build_components(ModelConfig(source="random", architecture=cfg.model.architecture,
+                                            weight_dtype=cfg.model.weight_dtype), device, cfg.seed)
+    vae = c.vae.float().requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae.lr, weight_decay=cfg.vae.weight_decay)
+    step_loss, times = vae_step_loss(cfg, vae, data), []
+    for step in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss, _ = step_loss(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.vae.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.vae_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=("smoke", "proxy"), default="proxy")
+    parser.add_argument("--label", required=True, help="file suffix, e.g. the device: h200, cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--clips", type=int, default=1024, help="corpus clips to draw batches from")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    cfg = load_config(CONFIG, args.profile)
+    check_evaluators(cfg)
+    cfg = dataclasses.replace(cfg, corpus=dataclasses.replace(cfg.corpus, train_clips=args.clips, val_clips=64))
+    seeding.seed_everything(cfg.seed)
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    clip = f"{cfg.corpus.num_frames},{cfg.corpus.height},{cfg.corpus.width}"
+    lines = [",".join(COLUMNS)]
+    with tempfile.TemporaryDirectory() as cache:
+        data = load_data(cfg, training_device(), False, Path(cache))
+        for batch, weight, frames, autotune in VARIANTS:
+            torch.backends.cudnn.benchmark = autotune
+            phase = dataclasses.replace(cfg.vae, batch_size=batch, perceptual_weight=weight, perceptual_frames=frames)
+            s = seconds_per_step(dataclasses.replace(cfg, vae=phase), data, args.warmup, args.steps)
+            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{s:.5f},"
+                         f"{batch / s:.1f}")
+            print(lines[-1], flush=True)
+    torch.backends.cudnn.benchmark = False
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / f"vae_step_{args.label}.csv", "\n".join(lines) + "\n")
+    facts = provenance.bench_provenance(time.perf_counter() - t0, config=str(CONFIG), profile=cfg.profile)
+    atomic_write_text(args.out / f"vae_step_{args.label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
