@@ -11,7 +11,6 @@ Output: `<out>/proxy_loop_<label>.csv` (columns COLUMNS) + `<out>/proxy_loop_<la
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from cinelora import models, provenance, seeding
-from cinelora.atomic import atomic_write_text
+from cinelora import models, seeding
+from bench.output import bench_parser, write_bench_files
 from cinelora.config import ExperimentConfig, load_config
 from cinelora.data.videos import VideoClipDataset
 from cinelora.evaluate import generate_clips
@@ -83,19 +82,11 @@ def write_figures(figures: dict[str, float], cfg: ExperimentConfig, out: Path, l
     clip = f"{cfg.data.num_frames},{cfg.data.height},{cfg.data.width}"
     lines = [",".join(COLUMNS)] + [f"{device},{cfg.profile},{clip},{name},{value:.6f},{UNITS.get(name, 's')}"
                                    for name, value in figures.items()]
-    path = out / f"proxy_loop_{label}.csv"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    facts = provenance.bench_provenance(seconds, config=str(MAIN_CONFIG), profile=cfg.profile)
-    atomic_write_text(out / f"proxy_loop_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
-    return path
+    return write_bench_files(out, f"proxy_loop_{label}", lines, seconds, config=str(MAIN_CONFIG), profile=cfg.profile)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.proxy_loop", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=("smoke", "proxy"), default="proxy")
-    parser.add_argument("--label", required=True, help="file suffix, e.g. the device: h200, cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser = bench_parser("python -m bench.proxy_loop", __doc__, "proxy")
     parser.add_argument("--skip-experiment", action="store_true", help="time the cache and generation only")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

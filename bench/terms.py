@@ -11,7 +11,6 @@ validates, is not timed. Output: `<out>/terms_<label>.csv` (columns TERMS_COLUMN
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cinelora import provenance
-from cinelora.atomic import atomic_write_text
+from bench.output import bench_parser, write_bench_files
 from cinelora.config import ExperimentConfig, load_config
 from cinelora.data.world import generate_world
 from cinelora.rundir import RunDir
@@ -68,25 +66,16 @@ def measure_terms(profile: str, steps: int, work: Path) -> list[dict]:
 
 
 def write_terms(rows: list[dict], out: Path, label: str, seconds: float) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     lines = [",".join(TERMS_COLUMNS)] + [
         ",".join(f"{r[c]:.6f}" if isinstance(r[c], float) else str(r[c]) for c in TERMS_COLUMNS) for r in rows]
-    path = out / f"terms_{label}.csv"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    facts = provenance.bench_provenance(seconds, config=str(MAIN_CONFIG))
-    atomic_write_text(out / f"terms_{label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
-    return path
+    return write_bench_files(out, f"terms_{label}", lines, seconds, config=str(MAIN_CONFIG))
 
 
 def main(argv: list[str] | None = None) -> None:
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m bench.terms", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=("smoke", "proxy"), default="smoke")
+    parser = bench_parser("python -m bench.terms", __doc__, "smoke")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
-    parser.add_argument("--label", required=True, help="file suffix, e.g. the device: cpu, h100")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:

@@ -11,9 +11,7 @@ Output: `<out>/vae_step_<label>.csv` (columns COLUMNS) + `<out>/vae_step_<label>
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import tempfile
 import time
@@ -21,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from cinelora import models, provenance, seeding
-from cinelora.atomic import atomic_write_text
+from bench.output import bench_parser, write_bench_files
+from cinelora import models, seeding
 from cinelora.config import BaseModelConfig, ModelConfig, load_config
 from cinelora.instrument.base_model import check_evaluators, load_data, vae_step_loss
 from cinelora.instrument.loop import training_device
@@ -58,11 +56,7 @@ def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.vae_step", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=("smoke", "proxy"), default="proxy")
-    parser.add_argument("--label", required=True, help="file suffix, e.g. the device: h200, cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser = bench_parser("python -m bench.vae_step", __doc__, "proxy")
     parser.add_argument("--clips", type=int, default=1024, help="corpus clips to draw batches from")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
@@ -74,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     seeding.seed_everything(cfg.seed)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     clip = f"{cfg.corpus.num_frames},{cfg.corpus.height},{cfg.corpus.width}"
-    lines = [",".join(COLUMNS)]
+    lines, autotune_before = [",".join(COLUMNS)], torch.backends.cudnn.benchmark
     with tempfile.TemporaryDirectory() as cache:
         data = load_data(cfg, training_device(), False, Path(cache))
         for batch, weight, frames, autotune in VARIANTS:
@@ -84,11 +78,9 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{s:.5f},"
                          f"{batch / s:.1f}")
             print(lines[-1], flush=True)
-    torch.backends.cudnn.benchmark = False
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"vae_step_{args.label}.csv", "\n".join(lines) + "\n")
-    facts = provenance.bench_provenance(time.perf_counter() - t0, config=str(CONFIG), profile=cfg.profile)
-    atomic_write_text(args.out / f"vae_step_{args.label}.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    torch.backends.cudnn.benchmark = autotune_before
+    write_bench_files(args.out, f"vae_step_{args.label}", lines, time.perf_counter() - t0, config=str(CONFIG),
+                      profile=cfg.profile)
 
 
 if __name__ == "__main__":
