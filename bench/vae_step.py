@@ -1,12 +1,13 @@
 """Seconds per step of the proxy base model's VAE phase (experiments/proxy_base), by batch size, LPIPS frames per
-clip and cuDNN autotuning: what sets how many steps of the VAE recipe fit one device session.
+clip, cuDNN autotuning and torch.compile mode: what sets how many steps of the VAE recipe fit one device session.
 
 The step is the phase's own (`base_model.vae_step_loss`: encode, sample, decode, L1 + KL + LPIPS, backward,
 gradient clipping, AdamW), on a corpus of `--clips` clips of the config's size; the median of `--steps` timed
-steps after `--warmup` untimed ones.
+steps after `--warmup` untimed ones (`first_step_s`: the first of them, which includes compiling).
 
     python -m bench.vae_step --profile proxy --label h200
     python -m bench.vae_step --profile smoke --label cpu --steps 2 --warmup 1
+    python -m bench.vae_step --profile proxy --label h200-compile --variants 0,7,8
 Output: `<out>/vae_step_<label>.csv` (columns COLUMNS) + `<out>/vae_step_<label>.json` (provenance).
 """
 from __future__ import annotations
@@ -27,13 +28,15 @@ from cinelora.instrument.loop import training_device
 
 CONFIG = Path("experiments/proxy_base/config.yaml")
 COLUMNS = ("device", "profile", "frames", "height", "width", "batch", "perceptual_weight", "perceptual_frames",
-           "cudnn_benchmark", "s_per_step", "clips_per_s")
-# (batch, perceptual_weight, perceptual_frames, cudnn_benchmark): the recipe's point and one lever at a time
-VARIANTS = ((64, 0.1, 4, False), (64, 0.0, 0, False), (64, 0.1, 1, False), (64, 0.1, 17, False),
-            (32, 0.1, 4, False), (128, 0.1, 4, False), (64, 0.1, 4, True))
+           "cudnn_benchmark", "compile", "first_step_s", "s_per_step", "clips_per_s")
+# (batch, perceptual_weight, perceptual_frames, cudnn_benchmark, compile): the recipe's point, one lever at a time
+VARIANTS = ((64, 0.1, 0, False, ""), (64, 0.0, 0, False, ""), (64, 0.1, 1, False, ""), (64, 0.1, 4, False, ""),
+            (32, 0.1, 0, False, ""), (128, 0.1, 0, False, ""), (64, 0.1, 0, True, ""),
+            (64, 0.1, 0, False, "default"), (64, 0.1, 0, False, "reduce-overhead"))
 
 
-def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> float:
+def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> tuple[float, float]:
+    """(the first step's seconds, the median of the timed steps')."""
     device = data.train.device
     c = models.build_components(ModelConfig(source="random", architecture=cfg.model.architecture,
                                             weight_dtype=cfg.model.weight_dtype), device, cfg.seed)
@@ -52,7 +55,7 @@ def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> flo
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times[warmup:])
+    return times[0], statistics.median(times[warmup:])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=1024, help="corpus clips to draw batches from")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--variants", default=",".join(map(str, range(len(VARIANTS)))),
+                        help="comma-separated indices into VARIANTS (default: all)")
     args = parser.parse_args(argv)
+    chosen = [VARIANTS[int(i)] for i in args.variants.split(",")]
     t0 = time.perf_counter()
     cfg = load_config(CONFIG, args.profile)
     check_evaluators(cfg)
@@ -71,12 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     lines, autotune_before = [",".join(COLUMNS)], torch.backends.cudnn.benchmark
     with tempfile.TemporaryDirectory() as cache:
         data = load_data(cfg, training_device(), False, Path(cache))
-        for batch, weight, frames, autotune in VARIANTS:
+        for batch, weight, frames, autotune, mode in chosen:
             torch.backends.cudnn.benchmark = autotune
-            phase = dataclasses.replace(cfg.vae, batch_size=batch, perceptual_weight=weight, perceptual_frames=frames)
-            s = seconds_per_step(dataclasses.replace(cfg, vae=phase), data, args.warmup, args.steps)
-            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{s:.5f},"
-                         f"{batch / s:.1f}")
+            phase = dataclasses.replace(cfg.vae, batch_size=batch, perceptual_weight=weight, perceptual_frames=frames,
+                                        compile=mode)
+            ran = mode if mode and data.train.device.type == "cuda" else "eager"  # a CPU runs eager
+            first, s = seconds_per_step(dataclasses.replace(cfg, vae=phase), data, args.warmup, args.steps)
+            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{ran},"
+                         f"{first:.3f},{s:.5f},{batch / s:.1f}")
             print(lines[-1], flush=True)
     torch.backends.cudnn.benchmark = autotune_before
     write_bench_files(args.out, f"vae_step_{args.label}", lines, time.perf_counter() - t0, config=str(CONFIG),

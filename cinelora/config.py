@@ -273,6 +273,9 @@ class PhaseConfig:
     log_every: int = 25
 
 
+VAE_COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class VAEPhaseConfig(PhaseConfig):
     """The VAE: L1 reconstruction + kl_weight·KL + perceptual_weight·LPIPS (the evidence's trunk and heads, per
@@ -284,6 +287,7 @@ class VAEPhaseConfig(PhaseConfig):
     crop_steps: int = 0
     crop_size: int = 32  # crop side (pixels) of the crop steps
     crop_frames: int = 9  # frames of the crop steps (4k+1)
+    compile: str = ""  # torch.compile mode of the step's encode and decode on a GPU ("": eager; always eager on a CPU)
 
 
 @dataclass
@@ -640,8 +644,8 @@ def _check_base_model(cfg: BaseModelConfig, source: str) -> None:
                      if f.name not in ("warmup_steps", "weight_decay")) + (
         "corpus.train_clips", "corpus.val_clips", "evidence.clips", "evidence.batch_size",
         "evidence.num_inference_steps", "model.flow_shift")
-    _check_choices(cfg, {"model.architecture": ("proxy", "smoke"), "model.weight_dtype": ("bf16", "fp32")},
-                   positive, source)
+    _check_choices(cfg, {"model.architecture": ("proxy", "smoke"), "model.weight_dtype": ("bf16", "fp32"),
+                         "vae.compile": VAE_COMPILE_MODES}, positive, source)
     _check_numbers(cfg, source, ("seed", "corpus.seed", "vae.warmup_steps", "transformer.warmup_steps",
                                  "vae.weight_decay", "transformer.weight_decay", "vae.kl_weight", "vae.perceptual_weight",
                                  "vae.perceptual_frames", "vae.crop_steps",

@@ -91,9 +91,23 @@ def _batch_indices(seed: int, step: int, n: int, size: int) -> torch.Tensor:
 
 
 def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
-    """The VAE phase's `step_loss(step)`: L1 + KL (+ LPIPS on `perceptual_frames` frames) of one seeded batch."""
+    """The VAE phase's `step_loss(step)`: L1 + KL (+ LPIPS on `perceptual_frames` frames) of one seeded batch;
+    encode and decode compiled when `vae.compile` names a torch.compile mode and the VAE is on a GPU."""
     phase, device = cfg.vae, data.train.device
     perceptual = _evidence_lpips(cfg, device) if phase.perceptual_weight else None
+
+    def encode(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(device):
+            posterior = vae.encode(video).latent_dist
+        return posterior.mean, posterior.logvar
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        with _autocast(device):
+            return vae.decode(z).sample
+
+    if phase.compile and device.type == "cuda":  # each is one graph: diffusers' chunk loops unroll, no breaks
+        mode = None if phase.compile == "default" else phase.compile
+        encode, decode = (torch.compile(f, fullgraph=True, mode=mode) for f in (encode, decode))
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         g = seeding.generator(cfg.seed, "data_order", step)
@@ -104,12 +118,12 @@ def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
                 (video.shape[2], phase.crop_frames), (video.shape[3], phase.crop_size),
                 (video.shape[4], phase.crop_size)))
             video = video[:, :, t0:t0 + phase.crop_frames, y0:y0 + phase.crop_size, x0:x0 + phase.crop_size]
-        with _autocast(device):
-            posterior = vae.encode(video).latent_dist
-            eps = torch.randn(posterior.mean.shape, generator=g).to(device)
-            recon = vae.decode(posterior.mean + posterior.std * eps).sample
+        mean, logvar = encode(video)
+        eps = torch.randn(mean.shape, generator=g).to(device)
+        recon = decode(mean + torch.exp(0.5 * logvar) * eps)
         l1 = (recon.float() - video).abs().mean()
-        mean, var, logvar = posterior.mean.float(), posterior.var.float(), posterior.logvar.float()
+        mean, logvar = mean.float(), logvar.float()
+        var = logvar.exp()
         kl = 0.5 * (mean.pow(2) + var - 1.0 - logvar).flatten(1).sum(1).mean()  # per clip, summed over latents
         loss, terms = l1 + phase.kl_weight * kl, {"l1": l1.item(), "kl_per_latent": kl.item() / mean[0].numel()}
         if perceptual is not None:
