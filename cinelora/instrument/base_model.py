@@ -105,9 +105,9 @@ def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
         with _autocast(device):
             return vae.decode(z).sample
 
-    if phase.compile and device.type == "cuda":  # each is one graph: diffusers' chunk loops unroll, no breaks
+    if phase.compile and device.type == "cuda":  # diffusers' chunk loops unroll; torch 2.11 breaks at "Rep" checks
         mode = None if phase.compile == "default" else phase.compile
-        encode, decode = (torch.compile(f, fullgraph=True, mode=mode) for f in (encode, decode))
+        encode, decode = (torch.compile(f, mode=mode) for f in (encode, decode))
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         g = seeding.generator(cfg.seed, "data_order", step)
