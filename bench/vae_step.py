@@ -8,6 +8,7 @@ steps after `--warmup` untimed ones (`first_step_s`: the first of them, which in
     python -m bench.vae_step --profile proxy --label h200
     python -m bench.vae_step --profile smoke --label cpu --steps 2 --warmup 1
     python -m bench.vae_step --profile proxy --label h200-compile --variants 0,7,8
+    python -m bench.vae_step --profile proxy --label h200-layout --variants 0,6,9,10,11
 Output: `<out>/vae_step_<label>.csv` (columns COLUMNS) + `<out>/vae_step_<label>.json` (provenance).
 """
 from __future__ import annotations
@@ -28,11 +29,14 @@ from cinelora.instrument.loop import training_device
 
 CONFIG = Path("experiments/proxy_base/config.yaml")
 COLUMNS = ("device", "profile", "frames", "height", "width", "batch", "perceptual_weight", "perceptual_frames",
-           "cudnn_benchmark", "compile", "first_step_s", "s_per_step", "clips_per_s")
-# (batch, perceptual_weight, perceptual_frames, cudnn_benchmark, compile): the recipe's point, one lever at a time
-VARIANTS = ((64, 0.1, 0, False, ""), (64, 0.0, 0, False, ""), (64, 0.1, 1, False, ""), (64, 0.1, 4, False, ""),
-            (32, 0.1, 0, False, ""), (128, 0.1, 0, False, ""), (64, 0.1, 0, True, ""),
-            (64, 0.1, 0, False, "default"), (64, 0.1, 0, False, "reduce-overhead"))
+           "cudnn_benchmark", "compile", "channels_last", "first_step_s", "s_per_step", "clips_per_s")
+# (batch, perceptual_weight, perceptual_frames, cudnn_benchmark, compile, channels_last): the recipe's point, one
+# lever at a time
+VARIANTS = ((64, 0.1, 0, False, "", False), (64, 0.0, 0, False, "", False), (64, 0.1, 1, False, "", False),
+            (64, 0.1, 4, False, "", False), (32, 0.1, 0, False, "", False), (128, 0.1, 0, False, "", False),
+            (64, 0.1, 0, True, "", False), (64, 0.1, 0, False, "default", False),
+            (64, 0.1, 0, False, "reduce-overhead", False), (64, 0.1, 0, False, "", True), (64, 0.1, 0, True, "", True),
+            (128, 0.1, 0, True, "", True))
 
 
 def seconds_per_step(cfg: BaseModelConfig, data, warmup: int, steps: int) -> tuple[float, float]:
@@ -77,13 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     lines, autotune_before = [",".join(COLUMNS)], torch.backends.cudnn.benchmark
     with tempfile.TemporaryDirectory() as cache:
         data = load_data(cfg, training_device(), False, Path(cache))
-        for batch, weight, frames, autotune, mode in chosen:
+        for batch, weight, frames, autotune, mode, channels_last in chosen:
             torch.backends.cudnn.benchmark = autotune
             phase = dataclasses.replace(cfg.vae, batch_size=batch, perceptual_weight=weight, perceptual_frames=frames,
-                                        compile=mode)
+                                        compile=mode, channels_last=channels_last)
             ran = mode if mode and data.train.device.type == "cuda" else "eager"  # a CPU runs eager
             first, s = seconds_per_step(dataclasses.replace(cfg, vae=phase), data, args.warmup, args.steps)
-            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{ran},"
+            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{ran},{int(channels_last)},"
                          f"{first:.3f},{s:.5f},{batch / s:.1f}")
             print(lines[-1], flush=True)
     torch.backends.cudnn.benchmark = autotune_before

@@ -288,6 +288,7 @@ class VAEPhaseConfig(PhaseConfig):
     crop_size: int = 32  # crop side (pixels) of the crop steps
     crop_frames: int = 9  # frames of the crop steps (4k+1)
     compile: str = ""  # torch.compile mode of the step's encode and decode on a GPU ("": eager; always eager on a CPU)
+    channels_last: bool = False  # the VAE's weights (so its activations) in channels_last_3d memory format
 
 
 @dataclass

@@ -92,9 +92,12 @@ def _batch_indices(seed: int, step: int, n: int, size: int) -> torch.Tensor:
 
 def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
     """The VAE phase's `step_loss(step)`: L1 + KL (+ LPIPS on `perceptual_frames` frames) of one seeded batch;
-    encode and decode compiled when `vae.compile` names a torch.compile mode and the VAE is on a GPU."""
+    encode and decode compiled when `vae.compile` names a torch.compile mode and the VAE is on a GPU; with
+    `vae.channels_last` it first puts `vae`'s weights in channels_last_3d."""
     phase, device = cfg.vae, data.train.device
     perceptual = _evidence_lpips(cfg, device) if phase.perceptual_weight else None
+    if phase.channels_last:
+        vae.to(memory_format=torch.channels_last_3d)
 
     def encode(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(device):
