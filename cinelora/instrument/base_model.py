@@ -97,7 +97,8 @@ def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
     phase, device = cfg.vae, data.train.device
     perceptual = _evidence_lpips(cfg, device) if phase.perceptual_weight else None
     if phase.channels_last:
-        vae.to(memory_format=torch.channels_last_3d)
+        for conv in (m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)):
+            conv.to(memory_format=torch.channels_last_3d)
 
     def encode(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(device):
