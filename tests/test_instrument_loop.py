@@ -1,5 +1,5 @@
 """The instrument's training loop: a run stopped by its deadline and continued ends where an uninterrupted run
-ends; a non-finite loss stops it with the last checkpoint intact."""
+ends (checkpoints keep AdamW's moments in bf16, and so does the run); a non-finite loss stops it with the last checkpoint intact."""
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +55,10 @@ def test_a_stopped_and_continued_run_ends_as_an_uninterrupted_one(tmp_path):
     whole = _model()
     assert _fit(whole, tmp_path / "a", Deadline(None)).finished
     parts = _model()
-    first = _fit(parts, tmp_path / "b", _StopAfter(5))
-    assert not first.finished and first.step == 5
+    first = _fit(parts, tmp_path / "b", _StopAfter(6))  # at a checkpoint step, where both runs round the moments
+    assert not first.finished and first.step == 6
+    stored = torch.load(tmp_path / "b" / "ckpt" / "step_0000006" / "optimizer.pt", weights_only=True)["state"][0]
+    assert stored["exp_avg"].dtype == stored["exp_avg_sq"].dtype == torch.bfloat16  # so a checkpoint travels
     resumed = _model()  # a new process: weights and optimizer come from the checkpoint
     assert _fit(resumed, tmp_path / "b", Deadline(None)).finished
     assert torch.equal(whole.weight, resumed.weight) and torch.equal(whole.bias, resumed.bias)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import decord
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,15 @@ MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 REQUIRED_KEYS = ("path", "caption")
 
 logger = logging.getLogger(__name__)
-decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own lines; a failure reaches us as an exception
+
+
+@functools.cache
+def _decord():
+    """decord, imported when a video file is first read (nothing else needs it), ffmpeg's own lines silenced: a
+    failure reaches us as an exception."""
+    import decord
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
 
 
 class VideoDataError(ValueError):
@@ -174,6 +182,7 @@ def probe_video(path: Path, buckets: tuple[Bucket, ...], frame_stride: int) -> i
     Decoding the last needed frame (not only reading the header) catches truncated files whose
     container still reports the full length.
     """
+    decord = _decord()
     try:
         with _native_stderr_silenced():  # decord's C++ logger prints the error the exception carries too
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
@@ -199,6 +208,7 @@ def _first_line(err: Exception) -> str:
 def decode_frames(path: Path, num_frames: int, frame_stride: int = 1) -> torch.Tensor:
     """The first `num_frames` frames `frame_stride` apart: uint8 [T, H, W, 3]; raises VideoDataError."""
     indices = list(range(0, frames_needed(num_frames, frame_stride), frame_stride))
+    decord = _decord()
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         frames = reader.get_batch(indices).asnumpy()

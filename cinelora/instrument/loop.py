@@ -3,7 +3,10 @@ of the rate, gradient clipping, a JSON-lines log, validation every `val_every` s
 
 Resumable and deterministic: a step's batch and noise come from `step_loss(step)`, which draws them from
 generators seeded by the step index, so a run killed at any point (or stopped by its time budget) continues
-from its last checkpoint with the numbers it would have had. A non-finite loss or gradient norm stops the run
+from its last checkpoint with the numbers it would have had. Checkpoints store AdamW's moments in bf16 (half the
+bytes, so a checkpoint of the proxy VAE travels between machines) and the run itself goes on from the rounded
+moments, so a resumed run matches an uninterrupted one; only a checkpoint forced by the deadline rounds them at a
+step an uninterrupted run would not. A non-finite loss or gradient norm stops the run
 with the last good checkpoint intact (`NonFiniteLossError`).
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ from cinelora.config import PhaseConfig
 from cinelora.train import NonFiniteLossError
 
 KEEP_LAST = 2
+MOMENTS = ("exp_avg", "exp_avg_sq")
+MOMENT_DTYPE = torch.bfloat16
 StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -62,11 +67,23 @@ def _latest(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _stored_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state dict with its moments in MOMENT_DTYPE, after rounding the live moments to the same
+    values (load_state_dict casts them back to the parameters' dtype)."""
+    for state in optimizer.state.values():
+        for key in MOMENTS:
+            state[key].copy_(state[key].to(MOMENT_DTYPE))
+    stored = optimizer.state_dict()
+    stored["state"] = {i: {k: v.to(MOMENT_DTYPE) if k in MOMENTS else v for k, v in s.items()}
+                       for i, s in stored["state"].items()}
+    return stored
+
+
 def _save(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     with atomic_directory(folder / f"step_{step:07d}", overwrite=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(_stored_optimizer_state(optimizer), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step}))
     for old in sorted(folder.glob("step_*"))[:-KEEP_LAST]:
         shutil.rmtree(old, ignore_errors=True)
