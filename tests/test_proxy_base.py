@@ -106,6 +106,31 @@ def test_perceptual_term_on_frames_alexnet_cannot_take_is_refused(tmp_path):
     assert load_config(config, "proxy").vae.crop_size == 16
 
 
+def test_the_step_levers_leave_the_loss_as_it_is(tmp_path):
+    """vae.channels_last changes the memory layout only; vae.compile is eager on a CPU: the same seeded batch gives
+    the same loss."""
+    cfg = load_config(CONFIG, "smoke")
+    data = base_model.load_data(cfg, torch.device("cpu"), False, tmp_path)
+
+    def loss(**lever) -> float:
+        c = models.build_components(cfg.model, torch.device("cpu"), cfg.seed)
+        return base_model.vae_step_loss(dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, **lever)),
+                                        c.vae.float(), data)(0)[0].item()
+
+    plain = loss()
+    assert loss(compile="default") == plain
+    assert loss(channels_last=True) == pytest.approx(plain, rel=1e-5)
+
+
+def test_an_unknown_compile_mode_is_refused(tmp_path):
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["vae"]["compile"] = "fast"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="vae.compile"):
+        load_config(config, "proxy")
+
+
 def test_full_profile_is_refused():
     with pytest.raises(ConfigError, match="profile.*published weights"):
         load_config(CONFIG, "full")
