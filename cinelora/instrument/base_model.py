@@ -127,8 +127,7 @@ def vae_step_loss(cfg: BaseModelConfig, vae: AutoencoderKLWan, data: _Data):
         recon = decode(mean + torch.exp(0.5 * logvar) * eps)
         l1 = (recon.float() - video).abs().mean()
         mean, logvar = mean.float(), logvar.float()
-        var = logvar.exp()
-        kl = 0.5 * (mean.pow(2) + var - 1.0 - logvar).flatten(1).sum(1).mean()  # per clip, summed over latents
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()  # per clip, summed over latents
         loss, terms = l1 + phase.kl_weight * kl, {"l1": l1.item(), "kl_per_latent": kl.item() / mean[0].numel()}
         if perceptual is not None:
             frames = _perceptual_frames(g, video.shape[0], video.shape[2], phase.perceptual_frames).to(device)
