@@ -8,7 +8,7 @@ steps after `--warmup` untimed ones (`first_step_s`: the first of them, which in
     python -m bench.vae_step --profile proxy --label h200
     python -m bench.vae_step --profile smoke --label cpu --steps 2 --warmup 1
     python -m bench.vae_step --profile proxy --label h200-compile --variants 0,7,8
-    python -m bench.vae_step --profile proxy --label h200-layout --variants 0,6,9,10,11
+    python -m bench.vae_step --profile proxy --label h200-layout --variants 0,9,10,11,6
 Output: `<out>/vae_step_<label>.csv` (columns COLUMNS) + `<out>/vae_step_<label>.json` (provenance).
 """
 from __future__ import annotations
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                                         compile=mode, channels_last=channels_last)
             ran = mode if mode and data.train.device.type == "cuda" else "eager"  # a CPU runs eager
             first, s = seconds_per_step(dataclasses.replace(cfg, vae=phase), data, args.warmup, args.steps)
-            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{ran},{int(channels_last)},"
-                         f"{first:.3f},{s:.5f},{batch / s:.1f}")
+            lines.append(f"{device_name},{cfg.profile},{clip},{batch},{weight},{frames},{int(autotune)},{ran},"
+                         f"{int(channels_last)},{first:.3f},{s:.5f},{batch / s:.1f}")
             print(lines[-1], flush=True)
     torch.backends.cudnn.benchmark = autotune_before
     write_bench_files(args.out, f"vae_step_{args.label}", lines, time.perf_counter() - t0, config=str(CONFIG),

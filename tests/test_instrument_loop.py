@@ -1,5 +1,6 @@
 """The instrument's training loop: a run stopped by its deadline and continued ends where an uninterrupted run
-ends (checkpoints keep AdamW's moments in bf16, and so does the run); a non-finite loss stops it with the last checkpoint intact."""
+ends (checkpoints keep AdamW's moments in bf16, and so does the run); a non-finite loss stops it with the last
+checkpoint intact."""
 from __future__ import annotations
 
 import dataclasses

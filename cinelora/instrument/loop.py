@@ -68,14 +68,14 @@ def _latest(folder: Path) -> Path | None:
 
 
 def _stored_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """The optimizer's state dict with its moments in MOMENT_DTYPE, after rounding the live moments to the same
-    values (load_state_dict casts them back to the parameters' dtype)."""
-    for state in optimizer.state.values():
-        for key in MOMENTS:
-            state[key].copy_(state[key].to(MOMENT_DTYPE))
-    stored = optimizer.state_dict()
-    stored["state"] = {i: {k: v.to(MOMENT_DTYPE) if k in MOMENTS else v for k, v in s.items()}
-                       for i, s in stored["state"].items()}
+    """The optimizer's state dict with its moments in MOMENT_DTYPE; the live moments are rounded to the same values
+    (load_state_dict casts stored ones back to the parameters' dtype)."""
+    stored = optimizer.state_dict()  # its per-parameter dicts are the live ones: replaced here, not changed
+    for i, live in stored["state"].items():
+        low = {k: live[k].to(MOMENT_DTYPE) for k in MOMENTS}
+        for k, v in low.items():
+            live[k].copy_(v)
+        stored["state"][i] = {**live, **low}
     return stored
 
 
