@@ -224,11 +224,16 @@ def _main(argv: list[str] | None) -> None:
     from cinelora.metrics.lpips_distance import MissingWeightsError
     from cinelora.models import ModelSourceError
     from cinelora.preflight import MissingInputsError
+    from cinelora.provenance import git_sha
     from cinelora.rundir import ConfigChangedError, ResultsExistError, RunLockedError, use_results_root
     from cinelora.runner import RunError
     from cinelora.speed.levers import configure_cuda_allocator
     from cinelora.train import NonFiniteLossError
 
+    try:
+        git_sha()  # a malformed CINELORA_GIT_SHA is refused now, not after the run, when provenance is written
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     configure_cuda_allocator()
     use_results_root(args.results_root)
     try:

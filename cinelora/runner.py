@@ -340,7 +340,7 @@ def run_instrument(cfg: BaseModelConfig | EvaluatorsConfig, force: bool, budget_
     from cinelora.instrument.loop import Deadline
 
     work, weights, summary = {
-        "base_model": (base_model.run_base_model, base_model.load_weights_sidecar, "evidence.md"),
+        "base_model": (base_model.run_base_model, base_model.load_weights_sidecar, base_model.EVIDENCE),
         "evaluators": (evaluators.run_evaluators, evaluators.weights_record, evaluators.SUMMARY)}[cfg.kind]
     run = claim(cfg, force)
     phases = _Phases()

@@ -106,6 +106,16 @@ def test_full_profile_without_inputs_stops_before_work_listing_everything(tmp_pa
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
+def test_a_malformed_commit_id_stops_before_work(tmp_path, monkeypatch):
+    from cinelora import provenance, runner
+
+    monkeypatch.setenv(provenance.GIT_SHA_VARIABLE, "9631265")  # a short id: provenance needs all 40 digits
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: pytest.fail("the run started"))
+    with pytest.raises(SystemExit, match="CINELORA_GIT_SHA='9631265': expected a 40-character"):
+        main(["run", "--config", str(ROOT / "experiments" / "lora_r8" / "config.yaml"), "--results-root",
+              str(tmp_path / "r")])
+
+
 def test_a_full_or_read_only_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
     import errno
 

@@ -153,3 +153,11 @@ def test_missing_evaluators_are_said_before_any_training(tmp_path):
     with pytest.raises(base_model.MissingEvaluatorsError, match="i3d_weights.*lpips_heads.*proxy_evaluators"):
         base_model.run_base_model(cfg, RunDir(tmp_path / "out", tmp_path / "state"), Deadline(None))
     assert not (tmp_path / "out").exists()  # nothing was rendered or trained
+
+
+def test_a_chunk_stopped_after_the_evidence_has_nothing_left(finished, monkeypatch):
+    cfg, run = finished
+    monkeypatch.setattr(base_model, "load_data", lambda *a, **k: pytest.fail("the corpus was rendered again"))
+    before = (run.out / "evidence.csv").read_bytes()
+    assert base_model.run_base_model(cfg, run, Deadline(None))
+    assert (run.out / "evidence.csv").read_bytes() == before

@@ -41,6 +41,7 @@ from cinelora.shapes import TEXT_TOKENS
 
 MODEL_DIR = "model"
 SIDECAR = "weights.json"
+EVIDENCE = "evidence.md"  # the small table, written last
 VAE_STORAGE = torch.float16  # the VAE runs in fp32; fp16 keeps 10 mantissa bits and halves the file
 STRIP_ROWS = ("ground truth", "VAE recon.", "generated", "random init")
 VAL_SIGMAS = (0.25, 0.5, 0.75)  # the transformer's validation flow loss at fixed noise levels
@@ -458,6 +459,8 @@ def check_evaluators(cfg: BaseModelConfig) -> None:
 def run_base_model(cfg: BaseModelConfig, run: RunDir, deadline: Deadline, progress: bool = True) -> bool:
     """Every phase not done yet; False when the deadline stopped it (run the same command again)."""
     check_evaluators(cfg)
+    if (run.out / EVIDENCE).is_file():  # the last phase is written last: a chunk stopped after it has nothing left
+        return True
     device = training_device()
     folder = run.out / MODEL_DIR
     seeding.seed_everything(cfg.seed)
@@ -476,7 +479,7 @@ def run_base_model(cfg: BaseModelConfig, run: RunDir, deadline: Deadline, progre
         _assemble(cfg, run, c)
     rows = _evidence(cfg, run, data)
     _write_rows(run.out / "evidence.csv", rows)
-    atomic_write_text(run.out / "evidence.md", evidence_markdown(rows, min(cfg.evidence.clips, data.val.shape[0])))
+    atomic_write_text(run.out / EVIDENCE, evidence_markdown(rows, min(cfg.evidence.clips, data.val.shape[0])))
     return True
 
 
@@ -484,6 +487,6 @@ def load_weights_sidecar(run: RunDir) -> dict:
     return json.loads((run.out / MODEL_DIR / SIDECAR).read_text())
 
 
-__all__ = ["MODEL_DIR", "SIDECAR", "MissingEvaluatorsError", "check_evaluators", "corpus_spec", "encode_corpus", "load_data",
+__all__ = ["MODEL_DIR", "SIDECAR", "EVIDENCE", "MissingEvaluatorsError", "check_evaluators", "corpus_spec", "encode_corpus", "load_data",
            "vae_step_loss", "pretrained_config", "run_base_model",
            "summarize", "evidence_markdown", "psnr", "to_video", "load_weights_sidecar"]
