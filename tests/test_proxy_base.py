@@ -161,3 +161,17 @@ def test_a_chunk_stopped_after_the_evidence_has_nothing_left(finished, monkeypat
     before = (run.out / "evidence.csv").read_bytes()
     assert base_model.run_base_model(cfg, run, Deadline(None))
     assert (run.out / "evidence.csv").read_bytes() == before
+
+
+def test_the_committed_proxy_base_is_the_sidecars_and_loads_as_the_proxy_profile_does():
+    """The weights the `proxy` profile loads are the ones the run recorded, through the `pretrained` source."""
+    cfg = load_config(CONFIG, "proxy")
+    run = RunDir(ROOT / "results" / "proxy_base" / "proxy", ROOT / "runs" / "unused")
+    folder = run.out / base_model.MODEL_DIR
+    for name, entry in base_model.load_weights_sidecar(run)["files"].items():
+        assert entry["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest(), name
+    generator = load_config(ROOT / "experiments" / "lora_r8" / "config.yaml", "proxy")
+    assert generator.model.path == str(folder.relative_to(ROOT)) and generator.model.source == "pretrained"
+    c = models.build_components(base_model.pretrained_config(cfg, run), seed=0)
+    assert c.vae.config.latents_mean[0] != WAN_LATENTS_MEAN_0  # the corpus's statistics, not Wan2.1's
+    assert sum(p.numel() for p in c.transformer.parameters()) > 7_000_000
