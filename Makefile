@@ -74,7 +74,7 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)  ## the CPU test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)  ## the tests `make test` leaves out (marked slow: compiled blocks, ~2 min on 2 cores)
+test-slow: $(STAMP)  ## the tests `make test` leaves out (marked slow: compiled blocks, two-process context parallelism; 1-2 min on 2 cores)
 	$(PY) -m pytest -q -m slow
 
 CHUNK_MINUTES ?= 8.5

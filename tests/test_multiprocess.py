@@ -96,6 +96,7 @@ def test_two_fsdp2_processes_train_and_resume_the_same_lora_as_one(one_process):
     _assert_same_lora(reference, _lora(tmp, "fsdp2"))
 
 
+@pytest.mark.slow  # 24 s of two spawned processes (37 s on a slow CI machine): `make test-slow`
 def test_two_context_parallel_processes_train_the_same_lora_as_one(tmp_path):
     # robust_lpips_r8: the PGD attack's frame gradient and the R-LPIPS term go through the split sequence too
     (tmp_path / "results").mkdir()

@@ -25,9 +25,7 @@ def test_a_missing_pretrained_folder_is_named_before_any_work(tmp_path, monkeypa
     empty = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(tmp_path / "empty_model")))
     assert any(p.startswith("model.path: ") and "no_model" not in p for p in missing_inputs(empty, train=True,
                                                                                              evaluate=False))
-    if (ROOT / cfg.model.path).is_dir():
-        pytest.skip("the proxy base model is trained: the CLI would start")
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # a checkout without the committed proxy base: its relative paths name nothing
     with pytest.raises(SystemExit, match="cannot start; missing inputs:\n  - model.path: results/proxy_base"):
         cli.main(["run", "--config", str(CONFIG), "--profile", "proxy", "--results-root", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()  # nothing was claimed, rendered or trained
